@@ -1,0 +1,48 @@
+# Two commands: `make run` serves the app (no key needed), `make test` runs the whole suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+UV_VERSION := 0.13.9
+
+.PHONY: run test lint typecheck bench browser clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(BIN)/uv: $(BIN)/python
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+# Installs exactly what requirements.lock pins, then the project itself (editable, no deps).
+$(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+# Debian's chromium for the browser tests (never `playwright install`: no downloads here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
+
+run: $(VENV)/.installed
+	$(BIN)/tollgate users ensure-demo
+	CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed browser
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

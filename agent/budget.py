@@ -1,0 +1,136 @@
+"""Budgets enforced before each model call by reservation, settled to the exact cost afterwards.
+
+A check raises `BudgetExceeded` naming the limit (as pydantic-ai's UsageLimits does), so the loop
+can stop cleanly and tell the user what was spent, what remains and when it resets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from agent.config import Settings
+from agent.pricing import PriceTable, fmt_usd, to_nano
+from store import usage as usage_store
+from store.db import Database
+from store.usage import LimitReached, SpendLimit, TokenUsage
+
+_MONEY_SCOPES = ("user_day", "user_month", "global_day", "thread_usd")
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, limit: SpendLimit, used: int, needed: int) -> None:
+        self.limit = limit
+        self.used = used
+        self.needed = needed
+        super().__init__(self.user_message())
+
+    @property
+    def limit_name(self) -> str:
+        return self.limit.name
+
+    def _amount(self, n: int) -> str:
+        if self.limit.scope in _MONEY_SCOPES:
+            return fmt_usd(n)
+        return f"{n:,} {'tokens' if self.limit.scope == 'thread_tokens' else 'model calls'}"
+
+    def resets(self) -> str:
+        now = datetime.now(UTC)
+        if self.limit.scope in ("user_day", "global_day"):
+            nxt = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            return f"resets at {nxt:%Y-%m-%d %H:%M} UTC"
+        if self.limit.scope == "user_month":
+            first = (now.replace(day=1) + timedelta(days=32)).replace(day=1)
+            return f"resets on {first:%Y-%m-%d} UTC"
+        if self.limit.scope == "turn_calls":
+            return "resets with your next message"
+        return "does not reset: start a new thread"
+
+    def user_message(self) -> str:
+        left = max(self.limit.cap - self.used, 0)
+        return (f"Stopped: the {self.limit.name} would be exceeded. Used {self._amount(self.used)} of "
+                f"{self._amount(self.limit.cap)}; {self._amount(left)} left, the next call needs up to "
+                f"{self._amount(self.needed)}. It {self.resets()}.")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key: str
+    model: str
+    nanousd: int
+
+
+class Budget:
+    def __init__(self, db: Database, prices: PriceTable, settings: Settings) -> None:
+        self.db = db
+        self.prices = prices
+        self.settings = settings
+
+    async def limits_for(self, *, user: str, thread_id: str | None) -> list[SpendLimit]:
+        s = self.settings
+        daily, monthly = await usage_store.get_budget(self.db, user=user)
+        limits = [
+            SpendLimit(f"daily budget for {user}", "user_day", daily if daily is not None else to_nano(s.user_daily_usd)),
+            SpendLimit(f"monthly budget for {user}", "user_month",
+                       monthly if monthly is not None else to_nano(s.user_monthly_usd)),
+            SpendLimit("deployment's daily budget", "global_day", to_nano(s.global_daily_usd)),
+        ]
+        if thread_id is not None:
+            limits += [
+                SpendLimit("thread's cost limit", "thread_usd", to_nano(s.max_usd_per_thread)),
+                SpendLimit("thread's token limit", "thread_tokens", s.max_tokens_per_thread),
+                SpendLimit("thread's model-call limit", "thread_calls", s.max_calls_per_thread),
+            ]
+        return limits
+
+    async def reserve(self, *, user: str, thread_id: str | None, turn_id: str, model: str, purpose: str,
+                      prompt_tokens: int, max_tokens: int, calls_this_turn_cap: int | None = None) -> Reservation:
+        today = datetime.now(UTC).date()
+        worst = to_nano(self.prices.worst_case_usd(model, prompt_tokens=prompt_tokens,
+                                                   max_output_tokens=max_tokens, on=today))
+        limits = await self.limits_for(user=user, thread_id=thread_id)
+        if calls_this_turn_cap is not None:
+            limits.append(SpendLimit("limit of model calls per message", "turn_calls", calls_this_turn_cap))
+        try:
+            key = await usage_store.reserve(self.db, user=user, thread_id=thread_id, turn_id=turn_id, model=model,
+                                            purpose=purpose, amount_nanousd=worst,
+                                            tokens=prompt_tokens + max_tokens, limits=limits)
+        except LimitReached as e:
+            needed = {"thread_tokens": prompt_tokens + max_tokens, "thread_calls": 1,
+                      "turn_calls": 1}.get(e.limit.scope, worst)
+            raise BudgetExceeded(e.limit, e.used, needed) from None
+        return Reservation(key=key, model=model, nanousd=worst)
+
+    def cost_nano(self, model: str, usage: TokenUsage, on: date | None = None) -> int:
+        return to_nano(self.prices.cost_usd(model, usage, on or datetime.now(UTC).date()))
+
+    async def settle(self, r: Reservation, usage: TokenUsage, *, stop_reason: str | None,
+                     ttft_ms: float | None, latency_ms: float) -> int:
+        cost = self.cost_nano(r.model, usage)
+        await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, stop_reason=stop_reason,
+                                 ttft_ms=ttft_ms, latency_ms=latency_ms)
+        return cost
+
+    async def release(self, r: Reservation, usage: TokenUsage, *, error: str, latency_ms: float) -> int:
+        """A failed call: charge whatever usage the API reported before it failed, free the rest."""
+        cost = self.cost_nano(r.model, usage)
+        await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, status="released",
+                                 error=error[:500], latency_ms=latency_ms)
+        return cost
+
+    async def daily_status(self, *, user: str) -> tuple[int, int]:
+        """(spent today, daily limit) in nano-USD."""
+        daily, _ = await usage_store.get_budget(self.db, user=user)
+        limit = daily if daily is not None else to_nano(self.settings.user_daily_usd)
+        return await usage_store.spent(self.db, scope="user_day", user=user), limit
+
+    async def thread_cost(self, *, thread_id: str) -> int:
+        return await usage_store.spent(self.db, scope="thread_usd", thread_id=thread_id)
+
+
+def usd(nano: int) -> str:
+    return fmt_usd(nano)
+
+
+__all__ = ["Budget", "BudgetExceeded", "Decimal", "Reservation", "usd"]

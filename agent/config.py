@@ -1,0 +1,41 @@
+"""Settings from the environment (prefix TOLLGATE_), with defaults sensible for a demo."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    model: str = "claude-sonnet-5-5"
+    summary_model: str = "claude-haiku-5-5"
+    max_tokens: int = Field(default=1024, ge=1, le=64_000)
+    # Loop guards
+    max_calls_per_message: int = Field(default=15, ge=1)
+    max_calls_per_thread: int = Field(default=200, ge=1)
+    max_tokens_per_thread: int = Field(default=2_000_000, ge=1)
+    max_usd_per_thread: Decimal = Decimal("2.00")
+    # Per user (defaults; operators override per user) and the whole deployment
+    user_daily_usd: Decimal = Decimal("1.00")
+    user_monthly_usd: Decimal = Decimal("10.00")
+    global_daily_usd: Decimal = Decimal("25.00")
+    # Approvals and tools
+    approval_timeout_s: float = Field(default=600.0, gt=0)
+    tool_timeout_s: float = Field(default=30.0, gt=0)
+    tool_result_max_chars: int = Field(default=20_000, ge=100)
+    max_user_message_chars: int = Field(default=20_000, ge=1)
+    # Prompt caching: "5m" or "1h"
+    cache_ttl: str = Field(default="5m", pattern="^(5m|1h)$")
+    # Context compression: summarise the middle once the prompt would pass this many tokens.
+    compress_above_tokens: int = Field(default=20_000, ge=1_000)
+    compress_keep_last: int = Field(default=6, ge=2)
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.data_dir / "workspaces"

@@ -1,0 +1,275 @@
+"""The agent loop: UI-agnostic, driven entirely from the stored thread.
+
+`drive` looks at the thread as stored: an assistant message whose tool_use blocks have no results
+yet is finished first (the same path serves a fresh turn, a decision after a reload and a resume
+after a crash), then the model is called on the rebuilt context, until the model stops asking for
+tools or a guard (budget, call cap, refusal, error) stops the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import budget as budget_mod
+from agent.approvals import ApprovalHub, Approver
+from agent.budget import Budget, BudgetExceeded, Reservation
+from agent.config import Settings
+from agent.context import build_request, tool_uses
+from agent.events import AgentEvent, AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished, UsageReport
+from agent.model import ModelClient, ModelError
+from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
+from store import approvals as approval_store
+from store import threads as thread_store
+from store.db import Database
+from store.usage import TokenUsage
+from store.values import StoredMessage
+from tools.registry import Tool, ToolContext, ToolRegistry
+from tools.workspace import Workspace
+
+log = logging.getLogger("tollgate.agent")
+
+
+@dataclass
+class AgentDeps:
+    db: Database
+    settings: Settings
+    model: ModelClient
+    registry: ToolRegistry
+    budget: Budget
+    hub: ApprovalHub = field(default_factory=ApprovalHub)
+    route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
+
+
+@dataclass
+class _Turn:
+    id: str
+    calls: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_nano: int = 0
+    notices: list[Notice] = field(default_factory=list)
+    stop_reason: str = "end_turn"
+
+
+def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(*(x + y for x, y in zip(a.__dict__.values(), b.__dict__.values(), strict=True)))
+
+
+def unresolved_tool_uses(messages: list[StoredMessage]) -> list[dict[str, Any]]:
+    """tool_use blocks of the last assistant message that no later message answers."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "assistant":
+            answered = {b.get("tool_use_id") for m in messages[i + 1:] for b in m.content}
+            return [u for u in tool_uses(messages[i].content) if u["id"] not in answered]
+    return []
+
+
+class Agent:
+    def __init__(self, deps: AgentDeps) -> None:
+        self.deps = deps
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, thread_id: str) -> asyncio.Lock:
+        lock = self._locks.get(thread_id)
+        if lock is None:
+            lock = self._locks[thread_id] = asyncio.Lock()
+        return lock
+
+    def is_running(self, thread_id: str) -> bool:
+        lock = self._locks.get(thread_id)
+        return lock is not None and lock.locked()
+
+    def workspace_for(self, owner: str) -> Workspace:
+        return Workspace(self.deps.settings.workspaces_dir / owner)
+
+    async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink,
+                       approver: Approver) -> TurnFinished:
+        """A new user message. Pending approvals of the thread are rejected first (the user moved on)."""
+        s = self.deps.settings
+        if len(text) > s.max_user_message_chars:
+            notice = Notice("too_long", f"Your message is {len(text):,} characters; the limit is "
+                                        f"{s.max_user_message_chars:,}. Nothing was sent to the model.")
+            await _safe(emit, notice)
+            return TurnFinished(stop_reason="rejected_input", notices=(notice,))
+        if not text.strip():
+            notice = Notice("empty", "Your message is empty. Nothing was sent to the model.")
+            await _safe(emit, notice)
+            return TurnFinished(stop_reason="rejected_input", notices=(notice,))
+        for a in await approval_store.pending_approvals(self.deps.db, owner=owner, thread_id=thread_id):
+            await approval_store.decide(self.deps.db, approval_id=a.id, decision="rejected", decided_by="system",
+                                        via="system", reason=SUPERSEDED, as_operator=True)
+            self.deps.hub.notify(a.id)
+        async with self._lock(thread_id):
+            thread = await thread_store.get_thread(self.deps.db, owner=owner, thread_id=thread_id)
+            if not thread.title:
+                await thread_store.rename_thread(self.deps.db, owner=owner, thread_id=thread_id,
+                                                 title=" ".join(text.split())[:60])
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            turn = _Turn(id=uuid.uuid4().hex)
+            if unresolved_tool_uses(messages):  # a batch left behind (crash, stop): close it, run nothing
+                await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
+            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="user",
+                                              content=[{"type": "text", "text": text}])
+            return await self._drive(owner, thread_id, emit, approver, turn)
+
+    async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+        """Continue a thread whose last answer has tool calls without results (e.g. after a decision
+        arrived with no turn waiting for it). Returns None if a turn is already driving it."""
+        if self.is_running(thread_id):
+            return None
+        async with self._lock(thread_id):
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            if not unresolved_tool_uses(messages):
+                return None
+            return await self._drive(owner, thread_id, emit, approver, _Turn(id=uuid.uuid4().hex))
+
+    async def retry(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+        """Run the model again after a failed call (the "Retry" button); None if nothing to retry."""
+        if self.is_running(thread_id):
+            return None
+        async with self._lock(thread_id):
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            complete = [m for m in messages if not m.incomplete]
+            if not complete or complete[-1].role != "user":
+                return None
+            return await self._drive(owner, thread_id, emit, approver, _Turn(id=uuid.uuid4().hex))
+
+    async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
+                            approver: Approver, turn: _Turn, *, superseded: bool = False) -> bool:
+        """Run and record results for the open tool calls; returns whether the turn may go on."""
+        d = self.deps
+        batch = ToolBatch(
+            db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
+            ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id),
+            hub=d.hub, approver=approver, emit=lambda e: _safe(emit, e),
+            approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
+            route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id))
+        results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
+        await thread_store.append_message(d.db, owner=owner, thread_id=thread_id, role="user", content=results)
+        return not batch.stop_turn
+
+    async def _card_costs(self, owner: str, thread_id: str) -> tuple[str, str]:
+        spent, limit = await self.deps.budget.daily_status(user=owner)
+        thread = await self.deps.budget.thread_cost(thread_id=thread_id)
+        return budget_mod.usd(thread), budget_mod.usd(max(limit - spent, 0))
+
+    async def _drive(self, owner: str, thread_id: str, emit: EventSink, approver: Approver,
+                     turn: _Turn) -> TurnFinished:
+        d, s = self.deps, self.deps.settings
+        while True:
+            messages = await thread_store.load_messages(d.db, owner=owner, thread_id=thread_id)
+            if unresolved_tool_uses(messages):
+                if not await self._finish_tools(owner, thread_id, messages, emit, approver, turn):
+                    turn.stop_reason = "superseded"
+                    break
+                continue
+            if turn.calls >= s.max_calls_per_message:
+                turn.notices.append(Notice("call_cap", f"Stopped after {turn.calls} model calls for one message "
+                                                       "(the per-message cap). Send another message to go on."))
+                turn.stop_reason = "call_cap"
+                break
+            if not await self._call_model(owner, thread_id, messages, emit, turn):
+                break
+            if turn.stop_reason not in ("tool_use", "pause_turn"):
+                break
+        for n in turn.notices:
+            await _safe(emit, n)
+        report = await self._usage_report(owner, thread_id, turn) if turn.calls else None
+        if report is not None:
+            await _safe(emit, report)
+        finished = TurnFinished(stop_reason=turn.stop_reason, usage=report, notices=tuple(turn.notices))
+        await _safe(emit, finished)
+        return finished
+
+    async def _call_model(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
+                          turn: _Turn) -> bool:
+        """One model call with its reservation; stores the answer. False when the turn must stop."""
+        d, s = self.deps, self.deps.settings
+        request = build_request(messages, tools=d.registry.api_definitions(), cache_ttl=s.cache_ttl)
+        try:
+            reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=s.model,
+                                                 purpose="chat", prompt_tokens=request.estimated_tokens(),
+                                                 max_tokens=s.max_tokens,
+                                                 calls_this_turn_cap=s.max_calls_per_message)
+        except BudgetExceeded as e:
+            turn.notices.append(Notice("budget", e.user_message()))
+            turn.stop_reason = "budget"
+            return False
+        text: list[str] = []
+
+        async def on_text(delta: str) -> None:
+            text.append(delta)
+            await _safe(emit, TextDelta(delta))
+
+        try:
+            result = await d.model.stream(model=s.model, max_tokens=s.max_tokens, system=request.system,
+                                          tools=request.tools, messages=request.messages, on_text=on_text)
+        except ModelError as e:
+            turn.cost_nano += await d.budget.release(reservation, e.partial_usage, error=e.message,
+                                                     latency_ms=e.latency_ms)
+            turn.usage = _add(turn.usage, e.partial_usage)
+            turn.calls += 1
+            await self._keep_partial(owner, thread_id, e.partial_text, emit)
+            turn.notices.append(Notice("api_error", e.message, retryable=e.retryable))
+            turn.stop_reason = "api_error"
+            return False
+        except asyncio.CancelledError:  # the user pressed stop: keep what arrived, free the budget
+            await asyncio.shield(self._on_cancel(reservation, owner, thread_id, "".join(text)))
+            raise
+        turn.cost_nano += await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
+                                                ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
+        turn.usage = _add(turn.usage, result.usage)
+        turn.calls += 1
+        turn.stop_reason = result.stop_reason
+        content = result.content
+        if result.stop_reason in ("refusal", "max_tokens"):
+            # A refused turn's tool calls never run; a cut tool call has incomplete arguments.
+            content = [b for b in content if b.get("type") != "tool_use"]
+            turn.notices.append(Notice("refusal", "The model declined this request; nothing was run.")
+                                if result.stop_reason == "refusal" else
+                                Notice("max_tokens", f"The answer was cut at the {s.max_tokens}-token limit."))
+        content = [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
+        if not content:
+            content = [{"type": "text", "text": "(no answer)"}]
+        await thread_store.append_message(d.db, owner=owner, thread_id=thread_id, role="assistant", content=content)
+        answer = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+        await _safe(emit, AssistantMessageDone(text=answer, incomplete=result.stop_reason == "max_tokens"))
+        return True
+
+    async def _keep_partial(self, owner: str, thread_id: str, partial: str, emit: EventSink) -> None:
+        if partial.strip():
+            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="assistant",
+                                              content=[{"type": "text", "text": partial}], incomplete=True)
+        await _safe(emit, AssistantMessageDone(text=partial, incomplete=True))
+
+    async def _on_cancel(self, reservation: Reservation, owner: str, thread_id: str, partial: str) -> None:
+        await self.deps.budget.release(reservation, TokenUsage(), error="cancelled by the user", latency_ms=0.0)
+        if partial.strip():
+            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="assistant",
+                                              content=[{"type": "text", "text": partial}], incomplete=True)
+
+    async def _usage_report(self, owner: str, thread_id: str, turn: _Turn) -> UsageReport:
+        spent, limit = await self.deps.budget.daily_status(user=owner)
+        thread = await self.deps.budget.thread_cost(thread_id=thread_id)
+        u = turn.usage
+        return UsageReport(input_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
+                           cache_read_share=(u.cache_read_tokens / u.prompt_tokens) if u.prompt_tokens else 0.0,
+                           answer_cost_usd=budget_mod.usd(turn.cost_nano), thread_cost_usd=budget_mod.usd(thread),
+                           today_usd=budget_mod.usd(spent), daily_limit_usd=budget_mod.usd(limit),
+                           model_calls=turn.calls)
+
+
+async def _safe(emit: EventSink, event: AgentEvent) -> None:
+    """The turn is the source of truth; a UI that cannot render (closed tab) must not break it."""
+    try:
+        await emit(event)
+    except Exception:
+        log.warning("could not deliver %s", type(event).__name__, exc_info=True)
+
+
+EmitFn = Callable[[AgentEvent], Awaitable[None]]

@@ -1,0 +1,125 @@
+"""One model client over `anthropic.AsyncAnthropic().messages.stream`, with errors made plain.
+
+Retries of 408/409/429/5xx/529 and connection errors are the SDK's (max_retries); what reaches us
+is final. An SSE `error` event after a 200 arrives as APIStatusError(status_code=200) and is not
+retried by the SDK: it is reported with the text received so far, which the loop keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+
+from store.usage import TokenUsage
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    content: list[dict[str, Any]]  # content blocks exactly as the API returned them
+    stop_reason: str
+    usage: TokenUsage
+    ttft_ms: float | None
+    latency_ms: float
+
+
+@dataclass
+class ModelError(Exception):
+    kind: str  # auth | invalid_request | rate_limit | overloaded | api_error | connection | stream_cut
+    message: str
+    partial_text: str = ""
+    partial_usage: TokenUsage = field(default_factory=TokenUsage)
+    latency_ms: float = 0.0
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind not in ("auth", "invalid_request")
+
+
+def usage_from(u: Any) -> TokenUsage:
+    if u is None:
+        return TokenUsage()
+    cc = getattr(u, "cache_creation", None)
+    created = getattr(u, "cache_creation_input_tokens", 0) or 0
+    one_hour = (getattr(cc, "ephemeral_1h_input_tokens", 0) or 0) if cc is not None else 0
+    return TokenUsage(input_tokens=getattr(u, "input_tokens", 0) or 0, output_tokens=getattr(u, "output_tokens", 0) or 0,
+                      cache_write_5m_tokens=max(created - one_hour, 0), cache_write_1h_tokens=one_hour,
+                      cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0)
+
+
+def _explain(e: Exception) -> tuple[str, str]:
+    if isinstance(e, anthropic.AuthenticationError):
+        return "auth", "The model API refused the key (401): ANTHROPIC_API_KEY is missing or invalid."
+    if isinstance(e, anthropic.PermissionDeniedError):
+        return "auth", "The API key is not allowed to use this model (403)."
+    if isinstance(e, anthropic.BadRequestError | anthropic.NotFoundError | anthropic.UnprocessableEntityError):
+        return "invalid_request", f"The model API rejected the request: {_api_message(e)}"
+    if isinstance(e, anthropic.RateLimitError):
+        return "rate_limit", "The model API is rate limiting us (429) even after retries. Try again shortly."
+    if isinstance(e, anthropic.APIStatusError):
+        kind = _error_type(e)
+        if kind == "overloaded_error" or e.status_code == 529:
+            return "overloaded", "The model is overloaded right now (529). Try again in a moment."
+        where = "mid-stream" if e.status_code == 200 else f"({e.status_code})"
+        return "api_error", f"The model API failed {where}: {_api_message(e)}"
+    if isinstance(e, anthropic.APITimeoutError):
+        return "connection", "The model API timed out."
+    if isinstance(e, anthropic.APIConnectionError):
+        return "connection", "Could not reach the model API (connection failed or was cut)."
+    return "stream_cut", f"The model's answer was cut off ({type(e).__name__})."
+
+
+def _error_type(e: anthropic.APIStatusError) -> str:
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error") if isinstance(body.get("error"), dict) else body
+    return str(err.get("type", "")) if isinstance(err, dict) else ""
+
+
+def _api_message(e: anthropic.APIStatusError) -> str:
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error") if isinstance(body.get("error"), dict) else body
+    msg = err.get("message") if isinstance(err, dict) else None
+    return str(msg or e.message)[:300]
+
+
+class ModelClient:
+    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+        self.client = client
+
+    async def stream(self, *, model: str, max_tokens: int, system: list[dict[str, Any]],
+                     tools: list[dict[str, Any]], messages: list[dict[str, Any]],
+                     on_text: Callable[[str], Awaitable[None]] | None = None) -> ModelResult:
+        started = time.perf_counter()
+        ttft: float | None = None
+        text_parts: list[str] = []
+        usage = TokenUsage()
+        try:
+            kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "system": system,
+                                      "messages": messages}
+            if tools:
+                kwargs["tools"] = tools
+            async with self.client.messages.stream(**kwargs) as stream:
+                async for event in stream:
+                    if event.type == "message_start":
+                        usage = usage_from(event.message.usage)
+                    elif event.type == "text":
+                        if ttft is None:
+                            ttft = (time.perf_counter() - started) * 1000
+                        text_parts.append(event.text)
+                        if on_text is not None:
+                            await on_text(event.text)
+                final = await stream.get_final_message()
+        except Exception as e:  # every failure becomes one plain, typed error carrying what arrived
+            kind, message = _explain(e)
+            raise ModelError(kind=kind, message=message, partial_text="".join(text_parts), partial_usage=usage,
+                             latency_ms=(time.perf_counter() - started) * 1000) from e
+        content = [b.model_dump(mode="json", exclude_none=True) for b in final.content]
+        return ModelResult(content=content, stop_reason=final.stop_reason or "end_turn",
+                           usage=usage_from(final.usage), ttft_ms=ttft,
+                           latency_ms=(time.perf_counter() - started) * 1000)

@@ -1,0 +1,177 @@
+"""Running the tool calls of one model response: validation, the approval gate, isolation, timeouts.
+
+Every tool_use gets exactly one tool_result, in order, keyed by tool_use_id. Read-only calls run
+concurrently. Side-effecting calls run only when their approval row says approved for the exact
+argument digest and `claim_execution` succeeds, which it does at most once per approval. Fail
+closed: an approver that raises, times out or is unsure leaves the row unapproved, so nothing runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.approvals import ApprovalHub, Approved, Approver, args_digest
+from agent.events import ApprovalRequested, ApprovalResolved, EventSink, ToolFinished, ToolStarted
+from store import approvals as approval_store
+from store.db import Database
+from store.values import Approval, ToolOutcome
+from tools.registry import Tool, ToolArgumentError, ToolContext, ToolError, ToolRegistry
+
+log = logging.getLogger("tollgate.tools")
+SUPERSEDED = "user sent a new message instead"
+_NOT_RUN = "The tool did not run."
+
+
+@dataclass
+class ToolBatch:
+    db: Database
+    owner: str
+    thread_id: str
+    registry: ToolRegistry
+    ctx: ToolContext
+    hub: ApprovalHub
+    approver: Approver
+    emit: EventSink
+    approval_timeout_s: float
+    result_max_chars: int
+    route_for: Callable[[Tool, dict[str, Any]], str]
+    card_costs: Callable[[], Awaitable[tuple[str, str]]]
+    untrusted_sources: list[str] = field(default_factory=list)
+    stop_turn: bool = False  # set when the batch was superseded by a new user message
+
+
+def wrap_output(tool: Tool | None, source: str, text: str, limit: int) -> str:
+    """Mark where a result came from; cap its size with a visible marker."""
+    if len(text) > limit:
+        text = text[:limit] + f"\n[truncated: showing {limit} of {len(text)} characters]"
+    if tool is not None and tool.trusted_output:
+        return text
+    body = text.replace("</tool_output", "<\\/tool_output")  # content cannot close the wrapper early
+    return f'<tool_output source="{source}" trust="untrusted">\n{body}\n</tool_output>'
+
+
+def _result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": text}
+    if is_error:
+        block["is_error"] = True
+    return block
+
+
+def _denial(a: Approval) -> str:
+    if a.status == "expired":
+        return f"No decision was made before the approval expired. {_NOT_RUN} Do not retry it on your own."
+    who = "An operator" if a.decided_by not in (None, a.owner, "system") else "The user"
+    if a.reason == SUPERSEDED:
+        return f"Not executed: the {SUPERSEDED}."
+    why = f" Reason: {a.reason}" if a.reason else ""
+    return f"{who} rejected this call.{why} {_NOT_RUN} Do not retry the same call; ask what they want instead."
+
+
+async def _execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
+    tid = use["id"]
+    await b.emit(ToolStarted(tool_use_id=tid, name=tool.name, input=args))
+    await approval_store.start_tool_call(b.db, thread_id=b.thread_id, tool_use_id=tid, tool=tool.name, args=args)
+    started = time.perf_counter()
+    is_error = True
+    try:
+        async with asyncio.timeout(tool.timeout_s):
+            output = await tool.run(b.ctx, args)
+        is_error = False
+    except TimeoutError:
+        output = f"Tool {tool.name} timed out after {tool.timeout_s:g} s and was cancelled."
+    except ToolError as e:
+        output = f"Tool error ({tool.name}): {e}"
+    except Exception as e:  # isolation: a broken tool is a result for the model, never a crashed turn
+        log.exception("tool %s failed", tool.name)
+        output = f"Tool error ({tool.name}): {type(e).__name__}: {str(e)[:200]}"
+    ms = (time.perf_counter() - started) * 1000
+    await approval_store.finish_tool_call(b.db, tool_use_id=tid, output=output, is_error=is_error, duration_ms=ms)
+    await b.emit(ToolFinished(tool_use_id=tid, name=tool.name, input=args, output=output, is_error=is_error,
+                              duration_ms=ms))
+    if not tool.trusted_output and not is_error:
+        b.untrusted_sources.append(tool.source_label(args))
+    return _result(tid, wrap_output(tool, tool.source_label(args), output, b.result_max_chars), is_error)
+
+
+async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, Any]) -> Approval:
+    """Get the approval row for this call to a final state (approved, rejected or expired)."""
+    digest = args_digest(tool.name, args)
+    a = await approval_store.request_approval(
+        b.db, owner=b.owner, thread_id=b.thread_id, tool_use_id=use["id"], tool=tool.name, args=args,
+        args_digest=digest, risk=tool.risk, untrusted_sources=b.untrusted_sources,
+        route=b.route_for(tool, args), timeout_s=b.approval_timeout_s)
+    if a.status == "pending" and a.expires_at > time.time():
+        thread_cost, left_today = await b.card_costs()
+        await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today))
+        try:
+            decision = await b.approver.decide(a)
+        except Exception:  # fail closed: a broken approver is a rejection, never an approval
+            log.exception("approver failed for %s", a.id)
+            decision = None
+            await approval_store.decide(b.db, approval_id=a.id, decision="rejected", decided_by=b.owner,
+                                        via="system", reason="the approval could not be obtained")
+        if decision is not None:
+            verdict = "approved" if isinstance(decision, Approved) else "rejected"
+            reason = None if isinstance(decision, Approved) else decision.reason
+            await approval_store.decide(b.db, approval_id=a.id, decision=verdict, decided_by=b.owner,
+                                        via="chat", reason=reason)
+    await approval_store.expire_or_reject_pending(b.db, thread_id=b.thread_id, status="expired",
+                                                  reason="no decision before the deadline", only_due=True)
+    a = await approval_store.get_approval(b.db, approval_id=a.id, viewer=b.owner)
+    if a.status == "pending":  # the approver returned without a decision that counts: fail closed
+        a = await approval_store.decide(b.db, approval_id=a.id, decision="rejected", decided_by="system",
+                                        via="system", reason="no valid decision was made", as_operator=True)
+    await b.emit(ApprovalResolved(approval=a))
+    return a
+
+
+async def _side_effect(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, Any],
+                       approval: Approval) -> dict[str, Any]:
+    tid = use["id"]
+    if approval.status != "approved":
+        if approval.reason == SUPERSEDED:
+            b.stop_turn = True
+        return _result(tid, _denial(approval), True)
+    if approval.executed:  # claimed before a crash; its outcome was never recorded
+        return _result(tid, "The outcome of this approved call is unknown (interrupted). It was not re-run.", True)
+    if not await approval_store.claim_execution(b.db, approval_id=approval.id,
+                                                args_digest=args_digest(tool.name, args)):
+        return _result(tid, f"The approved arguments do not match this call. {_NOT_RUN}", True)
+    return await _execute(b, use, tool, args)
+
+
+async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *, superseded: bool = False) -> list[dict[str, Any]]:
+    done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
+    results: dict[str, dict[str, Any]] = {}
+    plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
+    for use in uses:
+        tid, tool = use["id"], b.registry.get(use.get("name", ""))
+        if tid in done and done[tid].status != "running":  # replay: reuse the committed output
+            o = done[tid]
+            results[tid] = _result(tid, wrap_output(tool, o.tool, o.output, b.result_max_chars), o.is_error)
+        elif tool is None:
+            results[tid] = _result(tid, f"Unknown tool {use.get('name')!r}. Available: {', '.join(b.registry.names)}.", True)
+        else:
+            try:
+                plan.append((use, tool, tool.validate(use.get("input"))))
+            except ToolArgumentError as e:
+                results[tid] = _result(tid, f"Invalid arguments for {tool.name}: {e}. {_NOT_RUN}", True)
+    pending = [p for p in plan if p[0]["id"] not in results]
+    readonly = [p for p in pending if not p[1].side_effect]
+    effects = [p for p in pending if p[1].side_effect]
+    if superseded:
+        for use, _tool, _args in readonly:
+            results[use["id"]] = _result(use["id"], f"Not executed: the {SUPERSEDED}.", True)
+        readonly = []
+    async with asyncio.TaskGroup() as tg:
+        ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
+        gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}
+    results.update({tid: task.result() for tid, task in ro_tasks.items()})
+    for use, tool, args in effects:  # side effects one at a time, in the model's order
+        results[use["id"]] = await _side_effect(b, use, tool, args, gates[use["id"]].result())
+    return [results[u["id"]] for u in uses]

@@ -1,0 +1,59 @@
+"""Chainlit entry point: wires chat events to the agent. Run with `make run`."""
+
+from __future__ import annotations
+
+import logging
+
+from agent.config import Settings
+from ui.setup import ensure_auth_secret, restrict_origins
+
+ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
+
+import chainlit as cl  # noqa: E402
+from chainlit.config import config as chainlit_config  # noqa: E402
+
+from ui import chat  # noqa: E402
+from ui.render import APPROVE, REJECT, RETRY  # noqa: E402
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+restrict_origins(chainlit_config.project.allow_origins)
+
+
+@cl.on_app_startup
+async def startup() -> None:
+    await chat.runtime()
+
+
+@cl.on_app_shutdown
+async def shutdown() -> None:
+    await chat.shutdown()
+
+
+@cl.password_auth_callback
+async def login(username: str, password: str) -> cl.User | None:
+    return await chat.authenticate(username, password)
+
+
+@cl.set_starters
+async def starters(_user: cl.User | None = None, _language: str | None = None) -> list[cl.Starter]:
+    return [cl.Starter(label=label, message=message) for label, message in chat.STARTERS]
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    await chat.on_message(message)
+
+
+@cl.action_callback(APPROVE)
+async def approve(action: cl.Action) -> None:
+    await chat.on_decision(action, "approved")
+
+
+@cl.action_callback(REJECT)
+async def reject(action: cl.Action) -> None:
+    await chat.on_decision(action, "rejected")
+
+
+@cl.action_callback(RETRY)
+async def retry(action: cl.Action) -> None:
+    await chat.on_retry(action)

@@ -1,0 +1,127 @@
+"""Tables. One schema, owned and created by the project (no chainlit tables).
+
+Times are UTC epoch seconds (float): comparable, sortable, and free of naive-datetime traps.
+Money is integer nano-USD: exact for every published price (at most 3 decimals per million tokens).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    password_hash: str
+    role: str = "user"  # "user" | "operator"
+    created_at: float
+
+
+class ThreadRow(SQLModel, table=True):
+    __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_owner_updated", "owner_id", "updated_at"),)
+    id: str = Field(primary_key=True)  # public uuid hex: appears in URLs, never guessable
+    owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    title: str = ""
+    created_at: float
+    updated_at: float
+
+
+class MessageRow(SQLModel, table=True):
+    """One Messages-API message, content blocks stored exactly as sent or received."""
+
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("thread_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE")
+    seq: int
+    role: str  # "user" | "assistant"
+    content_json: str = Field(sa_column=Column(Text, nullable=False))
+    incomplete: bool = False  # a half-streamed answer kept after an error or crash
+    created_at: float
+
+
+class ApprovalRow(SQLModel, table=True):
+    """A side-effecting tool call and its decision: the only thing that lets such a tool run."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_thread_status", "thread_id", "status"),)
+    id: str = Field(primary_key=True)  # public uuid hex, carried by the card's buttons
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE")
+    tool_use_id: str = Field(unique=True)
+    tool: str
+    args_json: str = Field(sa_column=Column(Text, nullable=False))
+    args_digest: str
+    risk: str = ""
+    untrusted_sources_json: str = "[]"
+    route: str = "user"  # who must decide: "user" | "operator"
+    status: str = "pending"  # pending | approved | rejected | expired
+    requested_at: float
+    expires_at: float
+    decided_at: float | None = None
+    decided_by: str | None = None
+    decided_via: str | None = None  # "chat" | "console" | "system"
+    reason: str | None = None
+    executed_at: float | None = None  # set once, atomically, just before the tool runs
+
+
+class ToolCallRow(SQLModel, table=True):
+    """Outcome of every tool call (read-only or not); full output kept here, the UI shows a cut."""
+
+    __tablename__ = "tool_calls"
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", index=True)
+    tool_use_id: str = Field(unique=True)
+    tool: str
+    args_json: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "running"  # running | done | error
+    output: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    is_error: bool = False
+    started_at: float
+    duration_ms: float | None = None
+
+
+class ModelCallRow(SQLModel, table=True):
+    """A model call: its budget reservation first, then its settled usage and cost."""
+
+    __tablename__ = "model_calls"
+    __table_args__ = (
+        Index("ix_model_calls_user_day", "user_id", "day"),
+        Index("ix_model_calls_day", "day"),
+        Index("ix_model_calls_thread", "thread_id"),
+        Index("ix_model_calls_turn", "turn_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)  # opaque handle given to the caller instead of the row id
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    thread_id: str | None = None
+    turn_id: str = ""
+    model: str
+    purpose: str = "chat"  # chat | summary
+    status: str = "reserved"  # reserved | settled | released
+    reserved_nanousd: int = 0
+    cost_nanousd: int = 0
+    reserved_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    stop_reason: str | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    created_at: float
+    day: str  # UTC calendar day "YYYY-MM-DD", for per-day limits
+    month: str  # "YYYY-MM"
+
+
+class BudgetRow(SQLModel, table=True):
+    """Per-user limits set by an operator; NULL means the configured default applies."""
+
+    __tablename__ = "budgets"
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    daily_nanousd: int | None = None
+    monthly_nanousd: int | None = None

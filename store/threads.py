@@ -1,0 +1,133 @@
+"""Threads and their Messages-API messages. Every read and write is scoped by the owning user."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from store.db import Database
+from store.models import MessageRow, ThreadRow, UserRow
+from store.users import user_id_of
+from store.values import StoredMessage, Thread
+
+_threads = ThreadRow.__table__
+_messages = MessageRow.__table__
+_users = UserRow.__table__
+
+
+class NotFound(LookupError):
+    """Unknown, or owned by someone else: callers cannot tell which, by design."""
+
+
+def _thread(row: Any) -> Thread:
+    return Thread(id=row.id, owner=row.name, title=row.title, created_at=row.created_at,
+                  updated_at=row.updated_at)
+
+
+_thread_cols = (_threads.c.id, _users.c.name, _threads.c.title, _threads.c.created_at,
+                _threads.c.updated_at)
+
+
+async def create_thread(db: Database, *, owner: str, title: str = "", thread_id: str | None = None) -> Thread:
+    now = time.time()
+    tid = thread_id or uuid.uuid4().hex
+    async with db.write() as conn:
+        uid = (await conn.execute(select(_users.c.id).where(_users.c.name == owner))).scalar_one_or_none()
+        if uid is None:
+            raise NotFound(f"no user {owner!r}")
+        await conn.execute(insert(_threads).values(id=tid, owner_id=uid, title=title[:200],
+                                                   created_at=now, updated_at=now))
+    return Thread(id=tid, owner=owner, title=title[:200], created_at=now, updated_at=now)
+
+
+async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
+    async with db.read() as conn:
+        row = (await conn.execute(
+            select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
+            .where(_threads.c.id == thread_id, _users.c.name == owner))).first()
+    if row is None:
+        raise NotFound("no such thread")
+    return _thread(row)
+
+
+async def thread_exists(db: Database, *, thread_id: str) -> bool:
+    async with db.read() as conn:
+        return (await conn.execute(select(_threads.c.id).where(_threads.c.id == thread_id))).first() is not None
+
+
+async def list_threads(db: Database, *, owner: str, limit: int = 50, before: float | None = None,
+                       search: str | None = None) -> list[Thread]:
+    stmt = (select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
+            .where(_users.c.name == owner).order_by(_threads.c.updated_at.desc()).limit(limit))
+    if before is not None:
+        stmt = stmt.where(_threads.c.updated_at < before)
+    if search:
+        needle = f"%{search.lower()}%"
+        hits = select(_messages.c.thread_id).where(func.lower(_messages.c.content_json).like(needle))
+        stmt = stmt.where((func.lower(_threads.c.title).like(needle)) | _threads.c.id.in_(hits))
+    async with db.read() as conn:
+        return [_thread(r) for r in await conn.execute(stmt)]
+
+
+async def rename_thread(db: Database, *, owner: str, thread_id: str, title: str) -> None:
+    async with db.write() as conn:
+        result = await conn.execute(update(_threads).where(
+            _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)).values(title=title[:200]))
+        if not result.rowcount:
+            raise NotFound("no such thread")
+
+
+async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
+    async with db.write() as conn:
+        result = await conn.execute(delete(_threads).where(
+            _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)))
+        if not result.rowcount:
+            raise NotFound("no such thread")
+
+
+async def _owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
+    found = await conn.execute(select(_threads.c.id).where(
+        _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)))
+    if found.first() is None:
+        raise NotFound("no such thread")
+
+
+async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
+                         content: list[dict[str, Any]], incomplete: bool = False) -> int:
+    """Append one API message; returns its sequence number in the thread."""
+    if role not in ("user", "assistant"):
+        raise ValueError(f"bad role {role!r}")
+    now = time.time()
+    async with db.write() as conn:
+        await _owned(conn, owner, thread_id)
+        last = (await conn.execute(select(func.max(_messages.c.seq))
+                                   .where(_messages.c.thread_id == thread_id))).scalar()
+        seq = 0 if last is None else int(last) + 1
+        await conn.execute(insert(_messages).values(
+            thread_id=thread_id, seq=seq, role=role, content_json=json.dumps(content, ensure_ascii=False),
+            incomplete=incomplete, created_at=now))
+        await conn.execute(update(_threads).where(_threads.c.id == thread_id).values(updated_at=now))
+    return seq
+
+
+async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:
+    async with db.read() as conn:
+        await _owned(conn, owner, thread_id)
+        rows = await conn.execute(
+            select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
+                   _messages.c.created_at)
+            .where(_messages.c.thread_id == thread_id).order_by(_messages.c.seq))
+        return [StoredMessage(seq=r.seq, role=r.role, content=json.loads(r.content_json),
+                              incomplete=bool(r.incomplete), created_at=r.created_at) for r in rows]
+
+
+async def owner_of(db: Database, *, thread_id: str) -> str | None:
+    """For operators and system paths only: who owns a thread."""
+    async with db.read() as conn:
+        return (await conn.execute(select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
+                                   .where(_threads.c.id == thread_id))).scalar_one_or_none()

@@ -1,0 +1,84 @@
+"""Users and their hashed passwords (argon2id via argon2-cffi)."""
+
+from __future__ import annotations
+
+import time
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, insert, select, update
+
+from store.db import Database
+from store.models import UserRow
+from store.values import User
+
+_hasher = PasswordHasher()
+_users = UserRow.__table__
+ROLES = ("user", "operator")
+# Verified against when the name is unknown, so a miss costs the same time as a wrong password.
+_DUMMY_HASH = _hasher.hash("tollgate-timing-equaliser")
+
+
+class UserExists(ValueError):
+    pass
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+
+
+async def add_user(db: Database, *, name: str, password: str, role: str = "user") -> User:
+    _check_role(role)
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError("user names are 1-64 letters, digits, '.', '-' or '_'")
+    if len(password) < 4:
+        raise ValueError("password must be at least 4 characters")
+    async with db.write() as conn:
+        exists = await conn.execute(select(_users.c.id).where(_users.c.name == name))
+        if exists.first() is not None:
+            raise UserExists(f"user {name!r} already exists")
+        await conn.execute(insert(_users).values(name=name, password_hash=_hasher.hash(password),
+                                                 role=role, created_at=time.time()))
+    return User(name=name, role=role)
+
+
+async def authenticate(db: Database, *, name: str, password: str) -> User | None:
+    async with db.read() as conn:
+        row = (await conn.execute(select(_users.c.password_hash, _users.c.role)
+                                  .where(_users.c.name == name))).first()
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return User(name=name, role=row.role) if row else None
+
+
+async def get_user(db: Database, *, name: str) -> User | None:
+    async with db.read() as conn:
+        row = (await conn.execute(select(_users.c.role).where(_users.c.name == name))).first()
+    return User(name=name, role=row.role) if row else None
+
+
+async def list_users(db: Database) -> list[User]:
+    async with db.read() as conn:
+        rows = await conn.execute(select(_users.c.name, _users.c.role).order_by(_users.c.name))
+        return [User(name=r.name, role=r.role) for r in rows]
+
+
+async def remove_user(db: Database, *, name: str) -> bool:
+    async with db.write() as conn:
+        result = await conn.execute(delete(_users).where(_users.c.name == name))
+        return bool(result.rowcount)
+
+
+async def set_role(db: Database, *, name: str, role: str) -> bool:
+    _check_role(role)
+    async with db.write() as conn:
+        result = await conn.execute(update(_users).where(_users.c.name == name).values(role=role))
+        return bool(result.rowcount)
+
+
+def user_id_of(name: str):  # type: ignore[no-untyped-def]
+    """A scalar subquery resolving a user name to its id inside another statement."""
+    return select(_users.c.id).where(_users.c.name == name).scalar_subquery()

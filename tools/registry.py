@@ -1,0 +1,235 @@
+"""Tool definitions: a typed ``async def`` becomes a Tool with a pydantic-built schema and validator.
+
+Schemas are generated, never hand-written, so the schema the model sees and the validation the
+arguments go through cannot drift apart. Output is canonical (titles stripped, keys sorted) because
+prompt caching needs the tool block to be byte-identical on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from tools.errors import ToolArgumentError, ToolError
+from tools.netguard import FetchPolicy
+from tools.workspace import Workspace
+
+__all__ = [
+    "Tool",
+    "ToolArgumentError",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistry",
+    "default_registry",
+    "tool",
+]
+
+# strict: "1" is not a path and 1 is not a string; the model must send the right JSON types.
+_ARGS_CONFIG = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+_LABEL_MAX = 200
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about its caller; never part of the schema."""
+
+    workspace: Workspace
+    user: str
+    thread_id: str
+    fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
+
+
+def _clean_schema(node: Any) -> Any:
+    """Drop pydantic's "title" keywords and sort keys, recursing only into sub-schemas.
+
+    Values such as "default" or "enum" are data and are kept verbatim, and property names are keys
+    of "properties", not keywords, so a parameter called "title" survives.
+    """
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key in sorted(node):
+        value = node[key]
+        if key == "title":
+            continue
+        if key in ("properties", "$defs", "patternProperties"):
+            value = {name: _clean_schema(sub) for name, sub in sorted(value.items())}
+        elif key in ("items", "additionalProperties", "not", "contains"):
+            value = _clean_schema(value)
+        elif key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+            value = [_clean_schema(sub) for sub in value]
+        else:
+            value = copy.deepcopy(value)
+        out[key] = value
+    return out
+
+
+def _format_errors(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "arguments"
+        if err["type"] == "missing":
+            what = "field required"
+        elif err["type"] == "extra_forbidden":
+            what = "unexpected field"
+        else:
+            msg = err["msg"]
+            what = msg[:1].lower() + msg[1:]
+        problems.append(f"{where}: {what}")
+    return "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict[str, Any] = field(hash=False)
+    side_effect: bool = False
+    high_risk: bool = False
+    risk: str = ""  # one line shown on the approval card; "" for read-only tools
+    timeout_s: float = 30.0
+    trusted_output: bool = False  # False: the output is untrusted data (files, pages, search hits)
+    fn: Callable[..., Awaitable[str]] = field(kw_only=True, repr=False, compare=False)
+    args_model: type[BaseModel] = field(kw_only=True, repr=False, compare=False)
+    label_arg: str | None = field(default=None, kw_only=True, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.high_risk and not self.side_effect:
+            raise ValueError(f"{self.name}: high_risk requires side_effect")
+        if self.side_effect and not self.risk.strip():
+            raise ValueError(f"{self.name}: a side-effect tool needs a risk summary for the approval card")
+        if self.timeout_s <= 0:
+            raise ValueError(f"{self.name}: timeout_s must be positive")
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "input_schema": copy.deepcopy(self.input_schema),
+            "name": self.name,
+        }
+
+    def validate(self, raw: object) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise ToolArgumentError(f"arguments: must be a JSON object, not {type(raw).__name__}")
+        try:
+            return self.args_model.model_validate(raw).model_dump()
+        except ValidationError as exc:
+            raise ToolArgumentError(_format_errors(exc)) from None
+
+    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
+        # Validated again on purpose: cheap, and run() must never trust a caller to have done it.
+        checked = self.validate(args)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self.fn(ctx, **checked)
+        except TimeoutError:
+            raise ToolError(f"{self.name} timed out after {self.timeout_s:g} s") from None
+        if not isinstance(result, str):
+            raise TypeError(f"{self.name} returned {type(result).__name__}, not str")
+        return result
+
+    def source_label(self, args: dict[str, Any]) -> str:
+        """Provenance label for this call's output, e.g. "read_file:notes/a.txt"."""
+        if self.label_arg is None:
+            return self.name
+        value = args.get(self.label_arg)
+        if value is None:
+            value = self.args_model.model_fields[self.label_arg].get_default()
+        text = str(value)
+        if len(text) > _LABEL_MAX:
+            text = text[: _LABEL_MAX - 1] + "…"
+        return f"{self.name}:{text}"
+
+
+def _description(fn: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(fn)
+    if not doc:
+        raise TypeError(f"tool {fn.__name__} needs a docstring: it becomes the description")
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def tool(
+    *,
+    side_effect: bool = False,
+    high_risk: bool = False,
+    risk: str = "",
+    timeout_s: float = 30.0,
+    trusted_output: bool = False,
+) -> Callable[[Callable[..., Awaitable[str]]], Tool]:
+    """Turn ``async def f(ctx: ToolContext, path: str, ...) -> str`` into a Tool."""
+
+    def build(fn: Callable[..., Awaitable[str]]) -> Tool:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"tool {fn.__name__} must be an async def")
+        hints = typing.get_type_hints(fn, include_extras=True)
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or hints.get(params[0].name) is not ToolContext:
+            raise TypeError(f"tool {fn.__name__}: the first parameter must be annotated ToolContext")
+        fields: dict[str, Any] = {}
+        for param in params[1:]:
+            if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                raise TypeError(f"tool {fn.__name__}: *args, **kwargs and positional-only are not supported")
+            if param.name not in hints:
+                raise TypeError(f"tool {fn.__name__}: parameter {param.name} needs a type annotation")
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (hints[param.name], default)
+        model = create_model(f"{fn.__name__}_args", __config__=_ARGS_CONFIG, **fields)
+        return Tool(
+            name=fn.__name__,
+            description=_description(fn),
+            input_schema=_clean_schema(model.model_json_schema()),
+            side_effect=side_effect,
+            high_risk=high_risk,
+            risk=risk,
+            timeout_s=timeout_s,
+            trusted_output=trusted_output,
+            fn=fn,
+            args_model=model,
+            label_arg=params[1].name if len(params) > 1 else None,
+        )
+
+    return build
+
+
+class ToolRegistry:
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools: dict[str, Tool] = {}
+        for item in tools:
+            if item.name in self._tools:
+                raise ValueError(f"duplicate tool name: {item.name}")
+            self._tools[item.name] = item
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._tools))
+
+    def api_definitions(self) -> list[dict[str, Any]]:
+        """Tool definitions for the Messages API, sorted by name so the bytes never change."""
+        return [self._tools[name].to_api() for name in self.names]
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter([self._tools[name] for name in self.names])
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+
+def default_registry() -> ToolRegistry:
+    # Imported here: files.py and fetch.py import this module to use @tool.
+    from tools.fetch import fetch_url
+    from tools.files import delete_file, list_files, read_file, search_files, write_file
+
+    return ToolRegistry([list_files, read_file, search_files, write_file, delete_file, fetch_url])

@@ -1,0 +1,53 @@
+"""Text of what the chat shows: approval cards, usage lines, notices. Pure functions, no chainlit."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from agent.events import Notice, UsageReport
+from store.values import Approval
+
+DISPLAY_OUTPUT_CHARS = 2_000
+
+
+def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: float | None = None) -> str:
+    now = now or time.time()
+    args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
+    lines = [f"**Approval needed: `{a.tool}`**", f"Risk: {a.risk or 'changes something outside the chat.'}",
+             f"```json\n{args}\n```"]
+    if a.untrusted_sources:
+        lines.append("⚠️ Untrusted content is in this conversation: " + ", ".join(f"`{s}`" for s in a.untrusted_sources)
+                     + ". Check that *you* asked for this action.")
+    if thread_cost or left_today:
+        lines.append(f"This thread has cost {thread_cost}; {left_today} left today.")
+    if a.route == "operator":
+        lines.append("Waiting for an operator to decide.")
+    left = int(a.expires_at - now)
+    lines.append(f"Expires in {left // 60} min {left % 60} s if nobody decides." if left > 0 else "Expired.")
+    return "\n\n".join(lines)
+
+
+def outcome_text(a: Approval) -> str:
+    args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
+    head = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired — not run"}.get(a.status, a.status)
+    who = f" by {a.decided_by}" if a.decided_by and a.status != "expired" else ""
+    why = f" — {a.reason}" if a.reason and a.status != "approved" else ""
+    return f"{head}{who}{why}: `{a.tool}`\n```json\n{args}\n```"
+
+
+def usage_line(u: UsageReport) -> str:
+    return (f"{u.input_tokens:,} tokens in / {u.output_tokens:,} out · cache read {u.cache_read_share:.0%} · "
+            f"this answer {u.answer_cost_usd} · thread {u.thread_cost_usd} · "
+            f"today {u.today_usd} of {u.daily_limit_usd}")
+
+
+def notice_text(n: Notice) -> str:
+    icon = {"budget": "💸", "api_error": "⚠️", "refusal": "🚫", "max_tokens": "✂️", "call_cap": "🛑"}.get(n.kind, "ℹ️")
+    return f"{icon} {n.message}"
+
+
+def display_output(text: str) -> str:
+    if len(text) <= DISPLAY_OUTPUT_CHARS:
+        return text
+    return text[:DISPLAY_OUTPUT_CHARS] + f"\n… ({len(text) - DISPLAY_OUTPUT_CHARS:,} more characters kept in the log)"

@@ -1,0 +1,105 @@
+"""Chat handlers, kept out of app.py so they read as plain functions over the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import chainlit as cl
+
+from agent.approvals import HubApprover
+from store import approvals as approval_store
+from store import threads as thread_store
+from store import users as user_store
+from store.threads import NotFound
+from ui import cards
+from ui.render import ChatRenderer, resolve_card
+from ui.runtime import Runtime, build_runtime
+
+log = logging.getLogger("tollgate")
+_runtime: Runtime | None = None
+_runtime_lock = asyncio.Lock()
+
+STARTERS = [
+    ("List my files", "List my files"),
+    ("Save a note", "Save a note called groceries: milk, eggs, bread"),
+    ("Read a note", "Read groceries"),
+    ("Search my notes", "Search for milk"),
+    ("Delete a note", "Delete groceries"),
+]
+
+
+async def runtime() -> Runtime:
+    global _runtime
+    async with _runtime_lock:
+        if _runtime is None:
+            _runtime = await build_runtime()
+        return _runtime
+
+
+async def shutdown() -> None:
+    global _runtime
+    if _runtime is not None:
+        await _runtime.close()
+        _runtime = None
+
+
+async def authenticate(username: str, password: str) -> cl.User | None:
+    rt = await runtime()
+    user = await user_store.authenticate(rt.db, name=username, password=password)
+    if user is None:
+        return None
+    return cl.User(identifier=user.name, metadata={"role": user.role})
+
+
+def _user() -> str:
+    user = cl.context.session.user
+    if user is None:  # auth is required by config; refuse rather than guess
+        raise PermissionError("not logged in")
+    return user.identifier
+
+
+async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
+    """Create the thread on first use; refuse one that exists under another owner."""
+    try:
+        await thread_store.get_thread(rt.db, owner=owner, thread_id=thread_id)
+    except NotFound:
+        if await thread_store.thread_exists(rt.db, thread_id=thread_id):
+            raise PermissionError("this thread belongs to someone else") from None
+        await thread_store.create_thread(rt.db, owner=owner, thread_id=thread_id)
+
+
+async def on_message(message: cl.Message) -> None:
+    rt = await runtime()
+    owner, thread_id = _user(), cl.context.session.thread_id
+    await _own_thread(rt, owner, thread_id)
+    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=ChatRenderer(),
+                            approver=HubApprover(rt.agent.deps.hub))
+
+
+async def on_decision(action: cl.Action, decision: str) -> None:
+    rt = await runtime()
+    owner = _user()
+    approval_id = action.payload.get("approval_id")
+    if not isinstance(approval_id, str):
+        return
+    try:
+        a = await approval_store.decide(rt.db, approval_id=approval_id, decision=decision, decided_by=owner,
+                                        via="chat")
+    except NotFound:
+        await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
+        return
+    if rt.agent.deps.hub.notify(a.id):
+        return  # the waiting turn records the outcome and updates its card
+    # Nobody waits in this process (reload, stop, restart): show the outcome and continue here.
+    await action.remove()
+    await resolve_card(None, cards.outcome_text(a))
+    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=ChatRenderer(),
+                          approver=HubApprover(rt.agent.deps.hub))
+
+
+async def on_retry(_action: cl.Action) -> None:
+    rt = await runtime()
+    owner, thread_id = _user(), cl.context.session.thread_id
+    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=ChatRenderer(),
+                         approver=HubApprover(rt.agent.deps.hub))

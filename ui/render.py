@@ -1,0 +1,87 @@
+"""Renders agent events into the Chainlit chat of one session."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import chainlit as cl
+
+from agent.events import (AgentEvent, ApprovalRequested, ApprovalResolved, AssistantMessageDone, Notice,
+                          TextDelta, ToolFinished, ToolStarted, TurnFinished, UsageReport)
+from ui import cards
+from ui.streaming import DeltaBatcher
+
+APPROVE, REJECT, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_retry"
+
+
+def approval_actions(approval_id: str) -> list[cl.Action]:
+    payload = {"approval_id": approval_id}
+    return [cl.Action(name=APPROVE, payload=payload, label="Approve"),
+            cl.Action(name=REJECT, payload=payload, label="Reject")]
+
+
+class ChatRenderer:
+    def __init__(self) -> None:
+        self._msg: cl.Message | None = None
+        self._batcher: DeltaBatcher | None = None
+        self._steps: dict[str, cl.Step] = {}
+        self.cards: dict[str, cl.Message] = {}
+
+    async def __call__(self, event: AgentEvent) -> None:
+        match event:
+            case TextDelta(text=text):
+                if self._msg is None:
+                    msg = self._msg = cl.Message(content="")
+                    self._batcher = DeltaBatcher(msg.stream_token)
+                assert self._batcher is not None
+                await self._batcher.add(text)
+            case AssistantMessageDone():
+                await self._end_message()
+            case ToolStarted(tool_use_id=tid, name=name, input=args):
+                step = cl.Step(name=name, type="tool", show_input="json")
+                step.input = args
+                self._steps[tid] = step
+                await step.send()
+            case ToolFinished(tool_use_id=tid, output=output, is_error=is_error):
+                step = self._steps.pop(tid, None)
+                if step is not None:
+                    step.output = cards.display_output(output)
+                    step.is_error = is_error
+                    step.end = datetime.now(UTC).isoformat()
+                    await step.update()
+            case ApprovalRequested(approval=a, thread_cost_usd=cost, left_today_usd=left):
+                await self._end_message()
+                actions = approval_actions(a.id) if a.route == "user" else []
+                card = cl.Message(content=cards.card_text(a, thread_cost=cost, left_today=left), actions=actions)
+                self.cards[a.id] = card
+                await card.send()
+            case ApprovalResolved(approval=a):
+                await resolve_card(self.cards.pop(a.id, None), cards.outcome_text(a))
+            case Notice() as n:
+                await self._end_message()
+                actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []
+                await cl.Message(content=cards.notice_text(n), actions=actions).send()
+            case UsageReport() as u:
+                await cl.Message(content=cards.usage_line(u), author="usage").send()
+            case TurnFinished():
+                await self._end_message()
+            case _:
+                pass
+
+    async def _end_message(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._msg is not None:
+            await self._msg.send()
+        self._msg, self._batcher = None, None
+
+
+async def resolve_card(card: Any, text: str) -> None:
+    if card is None:
+        await cl.Message(content=text).send()
+        return
+    await card.remove_actions()
+    card.actions = []
+    card.content = text
+    await card.update()

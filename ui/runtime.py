@@ -1,0 +1,58 @@
+"""Builds the one Agent this process serves: settings, store, prices, model (Claude or the demo)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anthropic
+
+from agent.budget import Budget
+from agent.config import Settings
+from agent.demo_model import DemoModelServer, DemoSettings
+from agent.loop import Agent, AgentDeps
+from agent.model import ModelClient
+from agent.pricing import PriceTable
+from store import usage as usage_store
+from store.db import Database
+from tools.registry import default_registry
+
+log = logging.getLogger("tollgate")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    agent: Agent
+    demo: DemoModelServer | None
+
+    async def close(self) -> None:
+        await self.db.close()
+        if self.demo is not None:
+            self.demo.stop()
+
+
+async def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or Settings()
+    prices = PriceTable.load()
+    prices.require(settings.model, datetime.now(UTC).date())  # an unpriced model is refused at start
+    prices.require(settings.summary_model, datetime.now(UTC).date())
+    db = Database.for_data_dir(settings.data_dir)
+    await db.create_schema()
+    released = await usage_store.release_stale_reservations(db)
+    if released:
+        log.warning("charged %d reservations left open by an earlier process at their worst case", released)
+    demo: DemoModelServer | None = None
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        client = anthropic.AsyncAnthropic()  # honours ANTHROPIC_BASE_URL like the SDK always does
+    else:
+        demo = DemoModelServer(settings=DemoSettings.from_env())
+        base_url = demo.start()
+        log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
+        client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
+    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
+                     budget=Budget(db, prices, settings))
+    return Runtime(settings=settings, db=db, agent=Agent(deps), demo=demo)

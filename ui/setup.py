@@ -1,0 +1,41 @@
+"""Process set-up that must happen before chainlit reads its settings: auth secret and origins."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+log = logging.getLogger("tollgate")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def ensure_auth_secret(data_dir: Path) -> None:
+    """Use CHAINLIT_AUTH_SECRET from the env, else the one kept in the data dir (made on first run)."""
+    if os.environ.get("CHAINLIT_AUTH_SECRET"):
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "auth_secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    os.environ["CHAINLIT_AUTH_SECRET"] = path.read_text().strip()
+
+
+def allowed_origins() -> list[str]:
+    """The served address only (HOST/PORT), unless TOLLGATE_ALLOWED_ORIGINS names others (a proxy)."""
+    explicit = os.environ.get("TOLLGATE_ALLOWED_ORIGINS")
+    if explicit:
+        return [o.strip() for o in explicit.split(",") if o.strip()]
+    host = os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
+    port = os.environ.get("CHAINLIT_PORT") or os.environ.get("PORT") or "8000"
+    hosts = ["127.0.0.1", "localhost"] if host in LOOPBACK else [host]
+    return [f"http://{h}:{port}" for h in hosts]
+
+
+def restrict_origins(configured: list[str]) -> None:
+    """Chainlit's CORS middleware holds this very list and builds itself on the first request,
+    so replacing its items in place (before serving) restricts it."""
+    configured[:] = allowed_origins()
