@@ -29,8 +29,7 @@ from store import threads as thread_store
 from store.db import Database
 from store.usage import TokenUsage
 from store.values import StoredMessage
-from tools.registry import Tool, ToolContext, ToolRegistry
-from tools.workspace import Workspace
+from tools import Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
 

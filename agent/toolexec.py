@@ -20,7 +20,7 @@ from agent.events import ApprovalRequested, ApprovalResolved, EventSink, ToolFin
 from store import approvals as approval_store
 from store.db import Database
 from store.values import Approval, ToolOutcome
-from tools.registry import Tool, ToolArgumentError, ToolContext, ToolError, ToolRegistry
+from tools import Tool, ToolArgumentError, ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger("tollgate.tools")
 SUPERSEDED = "user sent a new message instead"
@@ -108,8 +108,11 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
     if a.status == "pending" and a.expires_at > time.time():
         thread_cost, left_today = await b.card_costs()
         await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today))
-        try:
-            decision = await b.approver.decide(a)
+        try:  # the deadline is enforced here too: an approver that never answers cannot stall the turn
+            async with asyncio.timeout(max(a.expires_at - time.time(), 0.0)):
+                decision = await b.approver.decide(a)
+        except TimeoutError:
+            decision = None
         except Exception:  # fail closed: a broken approver is a rejection, never an approval
             log.exception("approver failed for %s", a.id)
             decision = None

@@ -17,7 +17,7 @@ from agent.model import ModelClient
 from agent.pricing import PriceTable
 from store import usage as usage_store
 from store.db import Database
-from tools.registry import default_registry
+from tools import default_registry
 
 log = logging.getLogger("tollgate")
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real SQLite file, the real SDK over HTTP against the scripted model server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from agent.approvals import Approved, Decision, Denied
+from agent.budget import Budget
+from agent.config import Settings
+from agent.demo_model import DemoModelServer, DemoSettings, ScriptedBrain
+from agent.events import AgentEvent
+from agent.loop import Agent, AgentDeps
+from agent.model import ModelClient
+from agent.pricing import PriceTable
+from store import threads as thread_store
+from store import users as user_store
+from store.db import Database
+from store.values import Approval
+from tools import default_registry
+
+FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0)
+
+
+@dataclass
+class Recorder:
+    """An event sink that keeps everything, for assertions."""
+
+    events: list[AgentEvent] = field(default_factory=list)
+
+    async def __call__(self, event: AgentEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@dataclass
+class ScriptedApprover:
+    """Decides by tool name; records what it was asked. A missing entry is a test error."""
+
+    decisions: dict[str, Decision | Exception]
+    asked: list[Approval] = field(default_factory=list)
+
+    async def decide(self, approval: Approval) -> Decision | None:
+        self.asked.append(approval)
+        d = self.decisions[approval.tool]
+        if isinstance(d, Exception):
+            raise d
+        return d
+
+
+APPROVE_ALL = ScriptedApprover({"write_file": Approved(), "delete_file": Approved()})
+REJECT_ALL = ScriptedApprover({"write_file": Denied("no thanks"), "delete_file": Denied("no thanks")})
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", approval_timeout_s=30)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database.for_data_dir(settings.data_dir)
+    await database.create_schema()
+    await user_store.add_user(database, name="alice", password="alice-pw")
+    await user_store.add_user(database, name="bob", password="bob-pw")
+    yield database
+    await database.close()
+
+
+@dataclass
+class Harness:
+    agent: Agent
+    server: DemoModelServer
+    brain: ScriptedBrain
+    db: Database
+    settings: Settings
+
+    async def thread(self, owner: str = "alice") -> str:
+        return (await thread_store.create_thread(self.db, owner=owner)).id
+
+    def workspace(self, owner: str = "alice") -> Path:
+        return self.settings.workspaces_dir / owner
+
+
+@pytest.fixture
+async def make_harness(db: Database, settings: Settings) -> AsyncIterator[Callable[..., Harness]]:
+    """Builds an Agent whose model is the scripted server, reached by the real SDK over HTTP."""
+    servers: list[DemoModelServer] = []
+    clients: list[anthropic.AsyncAnthropic] = []
+
+    def build(steps: list[Any], **overrides: Any) -> Harness:
+        s = settings.model_copy(update=overrides)
+        brain = ScriptedBrain(steps)
+        server = DemoModelServer(brain=brain, settings=FAST)
+        servers.append(server)
+        client = anthropic.AsyncAnthropic(api_key="test", base_url=server.start(), max_retries=2)
+        clients.append(client)
+        deps = AgentDeps(db=db, settings=s, model=ModelClient(client), registry=default_registry(),
+                         budget=Budget(db, PriceTable.load(), s))
+        return Harness(agent=Agent(deps), server=server, brain=brain, db=db, settings=s)
+
+    yield build
+    for client in clients:
+        await client.close()
+    for server in servers:
+        server.stop()

@@ -1,0 +1,308 @@
+"""The agent loop with a strict scripted model over the real SDK and HTTP, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.approvals import Approved, Denied
+from agent.demo_model import Fault, Reply, TextBlock, ToolUseBlock
+from agent.events import (ApprovalRequested, AssistantMessageDone, Notice, TextDelta, ToolFinished, ToolStarted,
+                          TurnFinished, UsageReport)
+from store import approvals as approval_store
+from store import threads as thread_store
+from tests.conftest import APPROVE_ALL, REJECT_ALL, Recorder, ScriptedApprover
+
+
+def tool_results(request: dict) -> list[dict]:
+    return [b for m in request["messages"] if m["role"] == "user" and isinstance(m["content"], list)
+            for b in m["content"] if b.get("type") == "tool_result"]
+
+
+async def test_text_streams_and_is_stored(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("Hello there, this streams in several pieces."),))])
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=rec, approver=APPROVE_ALL)
+    h.brain.assert_done()
+    assert done.stop_reason == "end_turn"
+    deltas = rec.of(TextDelta)
+    assert len(deltas) > 1
+    assert "".join(d.text for d in deltas) == "Hello there, this streams in several pieces."
+    stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].content == [{"type": "text", "text": "Hello there, this streams in several pieces."}]
+    report = rec.of(UsageReport)[0]
+    assert report.model_calls == 1 and report.output_tokens > 0
+
+
+async def test_approved_write_runs_once_and_model_sees_result(make_harness):
+    h = make_harness([
+        Reply(blocks=(TextBlock("Saving."), ToolUseBlock("write_file", {"path": "notes/a.txt", "content": "hello"})),
+              stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Saved."),)),
+    ])
+    tid = await h.thread()
+    rec = Recorder()
+    approver = ScriptedApprover({"write_file": Approved()})
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save a note called a: hello", emit=rec,
+                           approver=approver)
+    h.brain.assert_done()
+    assert (h.workspace() / "notes/a.txt").read_text() == "hello"
+    [card] = rec.of(ApprovalRequested)
+    assert card.approval.tool == "write_file" and card.approval.args == {"path": "notes/a.txt", "content": "hello"}
+    [result] = tool_results(h.brain.requests[1])
+    assert not result.get("is_error")
+    assert "wrote" in str(result["content"])
+    [finished] = rec.of(ToolFinished)
+    assert not finished.is_error
+
+
+async def test_rejected_write_does_not_run_and_model_gets_is_error(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "notes/a.txt", "content": "x"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("OK, not saved."),)),
+    ])
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(), approver=REJECT_ALL)
+    h.brain.assert_done()
+    assert not (h.workspace() / "notes/a.txt").exists()
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] is True
+    assert "rejected" in result["content"] and "no thanks" in result["content"]
+    assert "Do not retry" in result["content"]
+
+
+async def test_approver_that_raises_fails_closed(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("delete_file", {"path": "keep.txt"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Could not."),)),
+    ])
+    tid = await h.thread()
+    h.workspace().mkdir(parents=True)
+    (h.workspace() / "keep.txt").write_text("precious")
+    approver = ScriptedApprover({"delete_file": RuntimeError("socket gone")})
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="delete keep", emit=Recorder(), approver=approver)
+    assert (h.workspace() / "keep.txt").read_text() == "precious"
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] is True
+
+
+async def test_expired_approval_is_rejected(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Expired."),)),
+    ], approval_timeout_s=0.05)
+
+    class NeverDecides:
+        async def decide(self, approval):
+            await asyncio.Event().wait()  # never answers: the server-side deadline must decide
+            return Approved()
+
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(), approver=NeverDecides())
+    assert not (h.workspace() / "a.txt").exists()
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] and "expired" in result["content"]
+    [a] = [x async for x in _approvals(h, tid)]
+    assert a.status == "expired"
+
+
+async def _approvals(h, tid):
+    for m in await thread_store.load_messages(h.db, owner="alice", thread_id=tid):
+        for b in m.content:
+            if b.get("type") == "tool_use":
+                a = await approval_store.approval_for_tool_use(h.db, owner="alice", tool_use_id=b["id"])
+                if a:
+                    yield a
+
+
+async def test_several_tool_calls_get_one_result_each_in_one_message_keyed_by_id(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "A"}, id="toolu_A"),
+                      ToolUseBlock("list_files", {}, id="toolu_L"),
+                      ToolUseBlock("write_file", {"path": "b.txt", "content": "B"}, id="toolu_B")),
+              stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Done."),)),
+    ])
+    tid = await h.thread()
+    # Decide by id, in reverse order of the calls: only b.txt is approved.
+    approver = ScriptedApprover({"write_file": Approved()})
+
+    async def decide(approval):
+        approver.asked.append(approval)
+        return Approved() if approval.tool_use_id == "toolu_B" else Denied("not that one")
+
+    approver.decide = decide  # type: ignore[method-assign]
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(), approver=approver)
+    user_msgs = [m for m in h.brain.requests[1]["messages"] if m["role"] == "user"]
+    results = [b for b in user_msgs[-1]["content"] if b["type"] == "tool_result"]
+    assert [r["tool_use_id"] for r in results] == ["toolu_A", "toolu_L", "toolu_B"]
+    assert results[0]["is_error"] and not results[1].get("is_error") and not results[2].get("is_error")
+    assert not (h.workspace() / "a.txt").exists()
+    assert (h.workspace() / "b.txt").read_text() == "B"
+
+
+async def test_invalid_arguments_give_an_error_result_and_no_card(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": 7}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Oops."),)),
+    ])
+    tid = await h.thread()
+    rec = Recorder()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    assert rec.of(ApprovalRequested) == []
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] and "Invalid arguments for write_file" in result["content"]
+    assert "content" in result["content"]  # names the missing field
+
+
+async def test_unknown_tool_and_tool_crash_are_isolated(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("format_disk", {}), ToolUseBlock("read_file", {"path": "missing.txt"})),
+              stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Both failed."),)),
+    ])
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    assert done.stop_reason == "end_turn"
+    unknown, missing = tool_results(h.brain.requests[1])
+    assert unknown["is_error"] and "Unknown tool" in unknown["content"]
+    assert missing["is_error"] and "missing.txt" in missing["content"]
+    assert [e.is_error for e in rec.of(ToolFinished)] == [True]
+
+
+async def test_refusal_never_runs_tools(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("I can't."), ToolUseBlock("delete_file", {"path": "x.txt"})),
+                            stop_reason="refusal")])
+    tid = await h.thread()
+    h.workspace().mkdir(parents=True)
+    (h.workspace() / "x.txt").write_text("x")
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    h.brain.assert_done()
+    assert done.stop_reason == "refusal"
+    assert rec.of(ToolStarted) == [] and rec.of(ApprovalRequested) == []
+    assert (h.workspace() / "x.txt").exists()
+    stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
+    assert all(b["type"] != "tool_use" for b in stored[-1].content)
+
+
+async def test_max_tokens_says_the_answer_was_cut(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("Part of an ans"),), stop_reason="max_tokens")])
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    assert done.stop_reason == "max_tokens"
+    assert any(n.kind == "max_tokens" and "cut" in n.message for n in rec.of(Notice))
+
+
+async def test_call_cap_stops_a_runaway_loop(make_harness):
+    loop_step = Reply(blocks=(ToolUseBlock("list_files", {}),), stop_reason="tool_use")
+    h = make_harness([loop_step] * 3, max_calls_per_message=3)
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    h.brain.assert_done()
+    assert done.stop_reason == "call_cap"
+    assert any(n.kind == "call_cap" for n in rec.of(Notice))
+    # No orphan: the last tool_use got its result before stopping.
+    stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
+    assert stored[-1].role == "user" and stored[-1].content[0]["type"] == "tool_result"
+
+
+async def test_sse_error_mid_stream_keeps_partial_text_and_says_so(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("The first part arrived, then"),),
+                            fault=Fault(kind="sse_error", error_type="overloaded_error", after_blocks=1))])
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    assert done.stop_reason == "api_error"
+    [notice] = [n for n in rec.of(Notice) if n.kind == "api_error"]
+    assert "overloaded" in notice.message and notice.retryable
+    stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
+    assert stored[-1].role == "assistant" and stored[-1].incomplete
+    assert "The first part arrived" in stored[-1].content[0]["text"]
+    assert rec.of(AssistantMessageDone)[-1].incomplete
+
+
+async def test_tool_timeout_is_reported_and_turn_continues(make_harness, monkeypatch):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("list_files", {}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("It timed out."),)),
+    ])
+    registry = h.agent.deps.registry
+    slow = registry.get("list_files")
+    gate = asyncio.Event()
+
+    async def hang(ctx, args):
+        await gate.wait()  # released in teardown, never during the call
+        return "never"
+
+    object.__setattr__(slow, "timeout_s", 0.05)
+    monkeypatch.setattr(type(slow), "run", lambda self, ctx, args: hang(ctx, args))
+    tid = await h.thread()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(), approver=APPROVE_ALL)
+    gate.set()
+    assert done.stop_reason == "end_turn"
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] and "timed out" in result["content"]
+
+
+async def test_new_message_while_pending_rejects_the_pending_call(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Fine, something else then."),)),
+    ])
+    tid = await h.thread()
+    asked = asyncio.Event()
+
+    class Waits:
+        async def decide(self, approval):
+            asked.set()
+            await h.agent.deps.hub.wait(approval.id, 30)
+            return None
+
+    first = asyncio.create_task(h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(),
+                                                 approver=Waits()))
+    await asyncio.wait_for(asked.wait(), 10)
+    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind, hi", emit=Recorder(),
+                                    approver=APPROVE_ALL)
+    first_done = await first
+    assert first_done.stop_reason == "superseded"
+    assert second.stop_reason == "end_turn"
+    h.brain.assert_done()
+    assert not (h.workspace() / "a.txt").exists()
+    last_request = h.brain.requests[-1]["messages"]
+    [result] = tool_results(h.brain.requests[-1])
+    assert result["is_error"] and "new message" in result["content"]
+    assert last_request[-1]["content"][-1]["text"] == "never mind, hi"
+
+
+async def test_oversized_message_is_refused_without_a_model_call(make_harness):
+    h = make_harness([], max_user_message_chars=100)
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x" * 101, emit=rec, approver=APPROVE_ALL)
+    assert done.stop_reason == "rejected_input"
+    assert "101" in rec.of(Notice)[0].message
+    assert h.brain.requests == []
+
+
+async def test_context_is_rebuilt_from_stored_messages(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("one"),)), Reply(blocks=(TextBlock("two"),))])
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="first", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="second", emit=Recorder(), approver=APPROVE_ALL)
+    msgs = h.brain.requests[1]["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[1]["content"][0]["text"] == "one"
+    assert isinstance(h.brain.requests[1]["system"], list)
+
+
+async def test_a_turn_finishes_event_is_last(make_harness):
+    h = make_harness([Reply(blocks=(TextBlock("x"),))])
+    tid = await h.thread()
+    rec = Recorder()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    assert isinstance(rec.events[-1], TurnFinished)
