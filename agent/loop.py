@@ -9,7 +9,9 @@ tools or a guard (budget, call cap, refusal, error) stops the turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import budget as budget_mod
-from agent.approvals import ApprovalHub, Approver
+from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.config import Settings
 from agent.context import build_request, tool_uses
@@ -41,7 +43,6 @@ class AgentDeps:
     model: ModelClient
     registry: ToolRegistry
     budget: Budget
-    hub: ApprovalHub = field(default_factory=ApprovalHub)
     route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
 
 
@@ -72,6 +73,7 @@ class Agent:
     def __init__(self, deps: AgentDeps) -> None:
         self.deps = deps
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._expiry: dict[str, asyncio.Task[None]] = {}  # per suspended thread: resumes it at the deadline
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)
@@ -99,33 +101,59 @@ class Agent:
             notice = Notice("empty", "Your message is empty. Nothing was sent to the model.")
             await _safe(emit, notice)
             return TurnFinished(stop_reason="rejected_input", notices=(notice,))
-        for a in await approval_store.pending_approvals(self.deps.db, owner=owner, thread_id=thread_id):
-            await approval_store.decide(self.deps.db, approval_id=a.id, decision="rejected", decided_by="system",
-                                        via="system", reason=SUPERSEDED, as_operator=True)
-            self.deps.hub.notify(a.id)
+        await approval_store.expire_or_reject_pending(self.deps.db, thread_id=thread_id, status="rejected",
+                                                      reason=SUPERSEDED)
         async with self._lock(thread_id):
+            self._cancel_expiry(thread_id)
             thread = await thread_store.get_thread(self.deps.db, owner=owner, thread_id=thread_id)
             if not thread.title:
                 await thread_store.rename_thread(self.deps.db, owner=owner, thread_id=thread_id,
                                                  title=" ".join(text.split())[:60])
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             turn = _Turn(id=uuid.uuid4().hex)
-            if unresolved_tool_uses(messages):  # a batch left behind (crash, stop): close it, run nothing
+            if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
                 await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
             await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="user",
                                               content=[{"type": "text", "text": text}])
             return await self._drive(owner, thread_id, emit, approver, turn)
 
     async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
-        """Continue a thread whose last answer has tool calls without results (e.g. after a decision
-        arrived with no turn waiting for it). Returns None if a turn is already driving it."""
-        if self.is_running(thread_id):
-            return None
+        """Continue a thread whose last answer has tool calls without results (after a decision, at the
+        deadline, after a restart). Waits for a turn in progress; None if nothing is left open."""
         async with self._lock(thread_id):
+            if self._expiry.get(thread_id) is not asyncio.current_task():
+                self._cancel_expiry(thread_id)
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
             return await self._drive(owner, thread_id, emit, approver, _Turn(id=uuid.uuid4().hex))
+
+    def _cancel_expiry(self, thread_id: str) -> None:
+        task = self._expiry.pop(thread_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _schedule_expiry(self, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
+        """Server-side deadline for a suspended turn: at `at`, expire what is due and go on."""
+        self._cancel_expiry(thread_id)
+
+        async def fire() -> None:
+            await asyncio.sleep(max(at - time.time(), 0.0))
+            try:
+                await self.resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
+            finally:
+                if self._expiry.get(thread_id) is asyncio.current_task():
+                    del self._expiry[thread_id]
+
+        # The task inherits this context, so its events reach the same chat session.
+        self._expiry[thread_id] = asyncio.create_task(fire())
+
+    async def close(self) -> None:
+        for task in list(self._expiry.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._expiry.clear()
 
     async def retry(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
         """Run the model again after a failed call (the "Retry" button); None if nothing to retry."""
@@ -139,18 +167,21 @@ class Agent:
             return await self._drive(owner, thread_id, emit, approver, _Turn(id=uuid.uuid4().hex))
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                            approver: Approver, turn: _Turn, *, superseded: bool = False) -> bool:
-        """Run and record results for the open tool calls; returns whether the turn may go on."""
+                            approver: Approver, turn: _Turn, *, superseded: bool = False) -> str:
+        """Run and record results for the open tool calls: "go", "stop" or "suspended"."""
         d = self.deps
         batch = ToolBatch(
             db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
             ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id),
-            hub=d.hub, approver=approver, emit=lambda e: _safe(emit, e),
+            approver=approver, emit=lambda e: _safe(emit, e),
             approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id))
         results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
+        if results is None:
+            self._schedule_expiry(owner, thread_id, min(a.expires_at for a in batch.pending), emit, approver)
+            return "suspended"
         await thread_store.append_message(d.db, owner=owner, thread_id=thread_id, role="user", content=results)
-        return not batch.stop_turn
+        return "stop" if batch.stop_turn else "go"
 
     async def _card_costs(self, owner: str, thread_id: str) -> tuple[str, str]:
         spent, limit = await self.deps.budget.daily_status(user=owner)
@@ -163,8 +194,9 @@ class Agent:
         while True:
             messages = await thread_store.load_messages(d.db, owner=owner, thread_id=thread_id)
             if unresolved_tool_uses(messages):
-                if not await self._finish_tools(owner, thread_id, messages, emit, approver, turn):
-                    turn.stop_reason = "superseded"
+                outcome = await self._finish_tools(owner, thread_id, messages, emit, approver, turn)
+                if outcome != "go":
+                    turn.stop_reason = "awaiting_approval" if outcome == "suspended" else "superseded"
                     break
                 continue
             if turn.calls >= s.max_calls_per_message:
@@ -178,7 +210,9 @@ class Agent:
                 break
         for n in turn.notices:
             await _safe(emit, n)
-        report = await self._usage_report(owner, thread_id, turn) if turn.calls else None
+        report = None
+        if turn.calls and turn.stop_reason != "awaiting_approval":
+            report = await self._usage_report(owner, thread_id, turn)
         if report is not None:
             await _safe(emit, report)
         finished = TurnFinished(stop_reason=turn.stop_reason, usage=report, notices=tuple(turn.notices))

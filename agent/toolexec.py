@@ -3,7 +3,9 @@
 Every tool_use gets exactly one tool_result, in order, keyed by tool_use_id. Read-only calls run
 concurrently. Side-effecting calls run only when their approval row says approved for the exact
 argument digest and `claim_execution` succeeds, which it does at most once per approval. Fail
-closed: an approver that raises, times out or is unsure leaves the row unapproved, so nothing runs.
+closed: an approver that raises or overruns the deadline leaves the row unapproved, so nothing runs.
+While any approval of the batch is still pending the batch suspends: outcomes so far are stored,
+no results are written, and the thread is resumed when the decision is recorded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.approvals import ApprovalHub, Approved, Approver, args_digest
+from agent.approvals import Approved, Approver, args_digest
 from agent.events import ApprovalRequested, ApprovalResolved, EventSink, ToolFinished, ToolStarted
 from store import approvals as approval_store
 from store.db import Database
@@ -34,7 +36,6 @@ class ToolBatch:
     thread_id: str
     registry: ToolRegistry
     ctx: ToolContext
-    hub: ApprovalHub
     approver: Approver
     emit: EventSink
     approval_timeout_s: float
@@ -43,6 +44,7 @@ class ToolBatch:
     card_costs: Callable[[], Awaitable[tuple[str, str]]]
     untrusted_sources: list[str] = field(default_factory=list)
     stop_turn: bool = False  # set when the batch was superseded by a new user message
+    pending: list[Approval] = field(default_factory=list)  # undecided: the batch suspends
 
 
 def wrap_output(tool: Tool | None, source: str, text: str, limit: int) -> str:
@@ -99,7 +101,7 @@ async def _execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str
 
 
 async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, Any]) -> Approval:
-    """Get the approval row for this call to a final state (approved, rejected or expired)."""
+    """Ask for (or find) the approval of this call; returns the row as it stands afterwards."""
     digest = args_digest(tool.name, args)
     a = await approval_store.request_approval(
         b.db, owner=b.owner, thread_id=b.thread_id, tool_use_id=use["id"], tool=tool.name, args=args,
@@ -108,16 +110,16 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
     if a.status == "pending" and a.expires_at > time.time():
         thread_cost, left_today = await b.card_costs()
         await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today))
-        try:  # the deadline is enforced here too: an approver that never answers cannot stall the turn
+        decision = None
+        try:  # the deadline holds here too: an approver that never answers cannot stall the turn
             async with asyncio.timeout(max(a.expires_at - time.time(), 0.0)):
                 decision = await b.approver.decide(a)
         except TimeoutError:
-            decision = None
+            pass
         except Exception:  # fail closed: a broken approver is a rejection, never an approval
             log.exception("approver failed for %s", a.id)
-            decision = None
-            await approval_store.decide(b.db, approval_id=a.id, decision="rejected", decided_by=b.owner,
-                                        via="system", reason="the approval could not be obtained")
+            await approval_store.decide(b.db, approval_id=a.id, decision="rejected", decided_by="system",
+                                        via="system", reason="the approval could not be obtained", as_operator=True)
         if decision is not None:
             verdict = "approved" if isinstance(decision, Approved) else "rejected"
             reason = None if isinstance(decision, Approved) else decision.reason
@@ -126,10 +128,10 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
     await approval_store.expire_or_reject_pending(b.db, thread_id=b.thread_id, status="expired",
                                                   reason="no decision before the deadline", only_due=True)
     a = await approval_store.get_approval(b.db, approval_id=a.id, viewer=b.owner)
-    if a.status == "pending":  # the approver returned without a decision that counts: fail closed
-        a = await approval_store.decide(b.db, approval_id=a.id, decision="rejected", decided_by="system",
-                                        via="system", reason="no valid decision was made", as_operator=True)
-    await b.emit(ApprovalResolved(approval=a))
+    if a.status == "pending":
+        b.pending.append(a)
+    else:
+        await b.emit(ApprovalResolved(approval=a))
     return a
 
 
@@ -148,7 +150,9 @@ async def _side_effect(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict
     return await _execute(b, use, tool, args)
 
 
-async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *, superseded: bool = False) -> list[dict[str, Any]]:
+async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
+                        superseded: bool = False) -> list[dict[str, Any]] | None:
+    """The tool_result blocks for `uses`, in order; None while an approval is pending (suspended)."""
     done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
     results: dict[str, dict[str, Any]] = {}
     plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
@@ -175,6 +179,8 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *, superseded:
         ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
         gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}
     results.update({tid: task.result() for tid, task in ro_tasks.items()})
+    if b.pending:  # read-only outcomes are stored and will be replayed on resume, not re-run
+        return None
     for use, tool, args in effects:  # side effects one at a time, in the model's order
         results[use["id"]] = await _side_effect(b, use, tool, args, gates[use["id"]].result())
     return [results[u["id"]] for u in uses]

@@ -94,6 +94,7 @@ async def make_harness(db: Database, settings: Settings) -> AsyncIterator[Callab
     """Builds an Agent whose model is the scripted server, reached by the real SDK over HTTP."""
     servers: list[DemoModelServer] = []
     clients: list[anthropic.AsyncAnthropic] = []
+    agents: list[Agent] = []
 
     def build(steps: list[Any], **overrides: Any) -> Harness:
         s = settings.model_copy(update=overrides)
@@ -104,9 +105,12 @@ async def make_harness(db: Database, settings: Settings) -> AsyncIterator[Callab
         clients.append(client)
         deps = AgentDeps(db=db, settings=s, model=ModelClient(client), registry=default_registry(),
                          budget=Budget(db, PriceTable.load(), s))
-        return Harness(agent=Agent(deps), server=server, brain=brain, db=db, settings=s)
+        agents.append(Agent(deps))
+        return Harness(agent=agents[-1], server=server, brain=brain, db=db, settings=s)
 
     yield build
+    for agent in agents:
+        await agent.close()
     for client in clients:
         await client.close()
     for server in servers:

@@ -154,6 +154,17 @@ def test_entries_expire_after_five_minutes_and_hits_refresh_them(
     assert cache.account(body) == CacheUsage(0, 20, 0, 20, 0)
 
 
+def test_a_hit_found_by_lookback_refreshes_that_entry(cache: PromptCache, clock: FakeClock) -> None:
+    short = request([ten("sys")], [user(ten("u1", EPHEMERAL))])
+    cache.account(short)  # entry at position 1, alive until 300
+    clock.now = 299.0
+    # The breakpoint is now at position 3; position 1 is read through the lookback and refreshed to 599.
+    grown = request([ten("sys")], [user(ten("u1")), assistant(ten("a1")), user(ten("u2", EPHEMERAL))])
+    assert cache.account(grown) == CacheUsage(0, 20, 20, 20, 0)
+    clock.now = 598.0
+    assert cache.account(short).cache_read_input_tokens == 20
+
+
 def test_one_hour_entries_outlive_five_minute_ones(cache: PromptCache, clock: FakeClock) -> None:
     short = request([ten("a")], [user(ten("u1", EPHEMERAL))])
     long = request([ten("b")], [user(ten("u1", ONE_HOUR))])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.approvals import Approved, Denied
+import pytest
+
+from agent.approvals import Approved, DeferredApprover, Denied
 from agent.demo_model import Fault, Reply, TextBlock, ToolUseBlock
-from agent.events import (ApprovalRequested, AssistantMessageDone, Notice, TextDelta, ToolFinished, ToolStarted,
+from agent.events import (ApprovalRequested, ApprovalResolved, AssistantMessageDone, Notice, TextDelta, ToolFinished, ToolStarted,
                           TurnFinished, UsageReport)
 from store import approvals as approval_store
 from store import threads as thread_store
+from store.threads import NotFound
 from tests.conftest import APPROVE_ALL, REJECT_ALL, Recorder, ScriptedApprover
 
 
@@ -87,7 +90,7 @@ async def test_approver_that_raises_fails_closed(make_harness):
     assert result["is_error"] is True
 
 
-async def test_expired_approval_is_rejected(make_harness):
+async def test_approver_that_never_answers_is_expired_at_the_deadline(make_harness):
     h = make_harness([
         Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
         Reply(blocks=(TextBlock("Expired."),)),
@@ -255,21 +258,11 @@ async def test_new_message_while_pending_rejects_the_pending_call(make_harness):
         Reply(blocks=(TextBlock("Fine, something else then."),)),
     ])
     tid = await h.thread()
-    asked = asyncio.Event()
-
-    class Waits:
-        async def decide(self, approval):
-            asked.set()
-            await h.agent.deps.hub.wait(approval.id, 30)
-            return None
-
-    first = asyncio.create_task(h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(),
-                                                 approver=Waits()))
-    await asyncio.wait_for(asked.wait(), 10)
+    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(),
+                                   approver=DeferredApprover())
+    assert first.stop_reason == "awaiting_approval"
     second = await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind, hi", emit=Recorder(),
                                     approver=APPROVE_ALL)
-    first_done = await first
-    assert first_done.stop_reason == "superseded"
     assert second.stop_reason == "end_turn"
     h.brain.assert_done()
     assert not (h.workspace() / "a.txt").exists()
@@ -277,6 +270,60 @@ async def test_new_message_while_pending_rejects_the_pending_call(make_harness):
     [result] = tool_results(h.brain.requests[-1])
     assert result["is_error"] and "new message" in result["content"]
     assert last_request[-1]["content"][-1]["text"] == "never mind, hi"
+    assert not APPROVE_ALL.asked  # the superseded call was never offered again
+
+
+async def test_suspended_turn_resumes_on_decision_and_runs_exactly_once(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("Saved."),)),
+    ])
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=rec, approver=DeferredApprover())
+    assert done.stop_reason == "awaiting_approval"
+    assert not (h.workspace() / "a.txt").exists()
+    [card] = rec.of(ApprovalRequested)
+    # bob cannot decide alice's approval, even with its id
+    with pytest.raises(NotFound):
+        await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="bob",
+                                    via="chat")
+    a = await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
+                                    via="chat")
+    assert a.status == "approved"
+    replay = await approval_store.decide(h.db, approval_id=a.id, decision="rejected", decided_by="alice", via="chat")
+    assert replay.status == "approved"  # the first decision wins
+    results = await asyncio.gather(*(h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(),
+                                                    approver=DeferredApprover()) for _ in range(3)))
+    assert sorted(r is None for r in results) == [False, True, True]  # one drive; the others found it closed
+    h.brain.assert_done()
+    assert (h.workspace() / "a.txt").read_text() == "x"
+    outcomes = await approval_store.tool_outcomes(h.db, owner="alice", thread_id=tid)
+    assert len(outcomes) == 1
+
+
+async def test_deadline_timer_expires_a_suspended_turn_and_continues(make_harness):
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("It expired."),)),
+    ], approval_timeout_s=0.2)
+    tid = await h.thread()
+    rec = Recorder()
+    finished = asyncio.Event()
+
+    async def sink(event):
+        await rec(event)
+        if isinstance(event, TurnFinished) and event.stop_reason == "end_turn":
+            finished.set()
+
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink, approver=DeferredApprover())
+    await asyncio.wait_for(finished.wait(), 10)
+    h.brain.assert_done()
+    [resolved] = rec.of(ApprovalResolved)
+    assert resolved.approval.status == "expired"
+    [result] = tool_results(h.brain.requests[1])
+    assert result["is_error"] and "expired" in result["content"]
+    assert not (h.workspace() / "a.txt").exists()
 
 
 async def test_oversized_message_is_refused_without_a_model_call(make_harness):

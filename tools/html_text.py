@@ -55,7 +55,8 @@ class _TextExtractor(HTMLParser):
         elif self._skip:
             return
         elif tag in _BLOCK:
-            self.parts.append("\n")
+            # The next <li> starts its own line; a newline here too would double-space lists.
+            self.parts.append("" if tag == "li" else "\n")
         elif tag == "a" and self._href is not None:
             if " ".join(self._link_text).strip() != self._href:
                 self.parts.append(f" ({self._href})")

@@ -7,13 +7,12 @@ import logging
 
 import chainlit as cl
 
-from agent.approvals import HubApprover
+from agent.approvals import DeferredApprover
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
-from ui import cards
-from ui.render import ChatRenderer, resolve_card
+from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
 
 log = logging.getLogger("tollgate")
@@ -69,12 +68,21 @@ async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
         await thread_store.create_thread(rt.db, owner=owner, thread_id=thread_id)
 
 
+def renderer() -> ChatRenderer:
+    """A renderer for this session; approval cards are shared so a later click can update them."""
+    cards = cl.user_session.get("approval_cards")
+    if cards is None:
+        cards = {}
+        cl.user_session.set("approval_cards", cards)
+    return ChatRenderer(cards=cards)
+
+
 async def on_message(message: cl.Message) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
     await _own_thread(rt, owner, thread_id)
-    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=ChatRenderer(),
-                            approver=HubApprover(rt.agent.deps.hub))
+    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer(),
+                            approver=DeferredApprover())
 
 
 async def on_decision(action: cl.Action, decision: str) -> None:
@@ -89,17 +97,14 @@ async def on_decision(action: cl.Action, decision: str) -> None:
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    if rt.agent.deps.hub.notify(a.id):
-        return  # the waiting turn records the outcome and updates its card
-    # Nobody waits in this process (reload, stop, restart): show the outcome and continue here.
-    await action.remove()
-    await resolve_card(None, cards.outcome_text(a))
-    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=ChatRenderer(),
-                          approver=HubApprover(rt.agent.deps.hub))
+    if a.status == "pending":  # not ours to decide (operator route) or refused: nothing changes
+        await cl.Message(content="This approval is waiting for an operator; nothing was changed.").send()
+        return
+    # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
+    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(), approver=DeferredApprover())
 
 
 async def on_retry(_action: cl.Action) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
-    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=ChatRenderer(),
-                         approver=HubApprover(rt.agent.deps.hub))
+    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())

@@ -22,11 +22,11 @@ def approval_actions(approval_id: str) -> list[cl.Action]:
 
 
 class ChatRenderer:
-    def __init__(self) -> None:
+    def __init__(self, cards: dict[str, cl.Message] | None = None) -> None:
         self._msg: cl.Message | None = None
         self._batcher: DeltaBatcher | None = None
         self._steps: dict[str, cl.Step] = {}
-        self.cards: dict[str, cl.Message] = {}
+        self.cards = cards if cards is not None else {}
 
     async def __call__(self, event: AgentEvent) -> None:
         match event:

@@ -30,6 +30,7 @@ class Runtime:
     demo: DemoModelServer | None
 
     async def close(self) -> None:
+        await self.agent.close()
         await self.db.close()
         if self.demo is not None:
             self.demo.stop()
