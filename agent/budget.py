@@ -71,7 +71,8 @@ class Budget:
         s = self.settings
         daily, monthly = await usage_store.get_budget(self.db, user=user)
         limits = [
-            SpendLimit(f"daily budget for {user}", "user_day", daily if daily is not None else to_nano(s.user_daily_usd)),
+            SpendLimit(f"daily budget for {user}", "user_day",
+                       daily if daily is not None else to_nano(s.user_daily_usd)),
             SpendLimit(f"monthly budget for {user}", "user_month",
                        monthly if monthly is not None else to_nano(s.user_monthly_usd)),
             SpendLimit("deployment's daily budget", "global_day", to_nano(s.global_daily_usd)),

@@ -73,9 +73,9 @@ def _merge(messages: Sequence[StoredMessage]) -> list[dict[str, Any]]:
             merged[-1]["content"].extend(blocks)
         else:
             merged.append({"role": m.role, "content": blocks})
-    for m in merged:  # tool_result blocks must lead their user message
-        if m["role"] == "user":
-            m["content"].sort(key=lambda b: b.get("type") != "tool_result")
+    for msg in merged:  # tool_result blocks must lead their user message
+        if msg["role"] == "user":
+            msg["content"].sort(key=lambda b: b.get("type") != "tool_result")
     return merged
 
 

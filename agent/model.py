@@ -48,7 +48,8 @@ def usage_from(u: Any) -> TokenUsage:
     cc = getattr(u, "cache_creation", None)
     created = getattr(u, "cache_creation_input_tokens", 0) or 0
     one_hour = (getattr(cc, "ephemeral_1h_input_tokens", 0) or 0) if cc is not None else 0
-    return TokenUsage(input_tokens=getattr(u, "input_tokens", 0) or 0, output_tokens=getattr(u, "output_tokens", 0) or 0,
+    return TokenUsage(input_tokens=getattr(u, "input_tokens", 0) or 0,
+                      output_tokens=getattr(u, "output_tokens", 0) or 0,
                       cache_write_5m_tokens=max(created - one_hour, 0), cache_write_1h_tokens=one_hour,
                       cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0)
 

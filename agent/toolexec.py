@@ -162,7 +162,8 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
             o = done[tid]
             results[tid] = _result(tid, wrap_output(tool, o.tool, o.output, b.result_max_chars), o.is_error)
         elif tool is None:
-            results[tid] = _result(tid, f"Unknown tool {use.get('name')!r}. Available: {', '.join(b.registry.names)}.", True)
+            known = ", ".join(b.registry.names)
+            results[tid] = _result(tid, f"Unknown tool {use.get('name')!r}. Available: {known}.", True)
         else:
             try:
                 plan.append((use, tool, tool.validate(use.get("input"))))

@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from store.db import Database
-from store.models import ApprovalRow, ThreadRow, ToolCallRow, UserRow
+from store.models import APPROVALS, THREADS, TOOL_CALLS, USERS
 from store.threads import NotFound
 from store.values import Approval, ToolOutcome
 
-_appr = ApprovalRow.__table__
-_calls = ToolCallRow.__table__
-_threads = ThreadRow.__table__
-_users = UserRow.__table__
+_appr = APPROVALS
+_calls = TOOL_CALLS
+_threads = THREADS
+_users = USERS
 DECISIONS = ("approved", "rejected")
 
 _cols = (*_appr.c, _users.c.name.label("owner"))

@@ -83,7 +83,7 @@ class Database:
     async def integrity_ok(self) -> bool:
         async with self.read() as conn:
             result = await conn.exec_driver_sql("PRAGMA integrity_check")
-            return result.scalar_one() == "ok"
+            return bool(result.scalar_one() == "ok")
 
     async def close(self) -> None:
         await self._writer.dispose()

@@ -6,7 +6,9 @@ Money is integer nano-USD: exact for every published price (at most 3 decimals p
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from typing import cast
+
+from sqlalchemy import Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -125,3 +127,17 @@ class BudgetRow(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
     daily_nanousd: int | None = None
     monthly_nanousd: int | None = None
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table behind a model: queries use Core statements, lighter than ORM sessions."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+USERS = _table(UserRow)
+THREADS = _table(ThreadRow)
+MESSAGES = _table(MessageRow)
+APPROVALS = _table(ApprovalRow)
+TOOL_CALLS = _table(ToolCallRow)
+MODEL_CALLS = _table(ModelCallRow)
+BUDGETS = _table(BudgetRow)

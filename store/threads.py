@@ -11,13 +11,13 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
-from store.models import MessageRow, ThreadRow, UserRow
+from store.models import MESSAGES, THREADS, USERS
 from store.users import user_id_of
 from store.values import StoredMessage, Thread
 
-_threads = ThreadRow.__table__
-_messages = MessageRow.__table__
-_users = UserRow.__table__
+_threads = THREADS
+_messages = MESSAGES
+_users = USERS
 
 
 class NotFound(LookupError):

@@ -19,11 +19,11 @@ from sqlalchemy import Column, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
-from store.models import BudgetRow, ModelCallRow, UserRow
+from store.models import BUDGETS, MODEL_CALLS, USERS
 
-_calls = ModelCallRow.__table__
-_budgets = BudgetRow.__table__
-_users = UserRow.__table__
+_calls = MODEL_CALLS
+_budgets = BUDGETS
+_users = USERS
 SCOPES = ("user_day", "user_month", "global_day", "thread_usd", "thread_tokens", "thread_calls", "turn_calls")
 
 

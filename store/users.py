@@ -9,11 +9,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, insert, select, update
 
 from store.db import Database
-from store.models import UserRow
+from store.models import USERS
 from store.values import User
 
 _hasher = PasswordHasher()
-_users = UserRow.__table__
+_users = USERS
 ROLES = ("user", "operator")
 # Verified against when the name is unknown, so a miss costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("tollgate-timing-equaliser")

@@ -63,12 +63,7 @@ def cache(clock: FakeClock) -> PromptCache:
 def test_estimator_is_ceil_of_chars_over_four() -> None:
     assert [estimate_tokens(s) for s in ["", "a", "abcd", "abcde", "x" * 40]] == [0, 1, 1, 2, 10]
     assert canonical_json(ten("a")) != canonical_json(ten("a", EPHEMERAL))
-    assert (
-        estimate_tokens(
-            canonical_json({k: v for k, v in ten("a", EPHEMERAL).items() if k != "cache_control"})
-        )
-        == 10
-    )
+    assert estimate_tokens(canonical_json({k: v for k, v in ten("a", EPHEMERAL).items() if k != "cache_control"})) == 10
 
 
 def test_plain_string_content_counts_as_one_text_block() -> None:
@@ -94,9 +89,7 @@ def test_growing_conversation_reads_old_prefix_and_writes_only_the_new_part(cach
     cache.account(first)
     # Next turn: the breakpoint moved from u1 to u2. Removing cache_control from u1 does not change u1's
     # identity, so the lookback from u2 (position 3) finds the entry written at position 1.
-    second = request(
-        [ten("sys", EPHEMERAL)], [user(ten("u1")), assistant(ten("a1")), user(ten("u2", EPHEMERAL))]
-    )
+    second = request([ten("sys", EPHEMERAL)], [user(ten("u1")), assistant(ten("a1")), user(ten("u2", EPHEMERAL))])
     assert cache.account(second) == CacheUsage(0, 20, 20, 20, 0)
     third = request(
         [ten("sys", EPHEMERAL)],
@@ -112,9 +105,7 @@ def test_growing_conversation_reads_old_prefix_and_writes_only_the_new_part(cach
 
 
 def test_changing_the_system_prompt_invalidates_everything_after_it(cache: PromptCache) -> None:
-    tools = [
-        {"name": "t", "description": "d" * 18, "input_schema": {"type": "object"}}
-    ]  # 80 chars = 20 tokens
+    tools = [{"name": "t", "description": "d" * 18, "input_schema": {"type": "object"}}]  # 80 chars = 20 tokens
     cache.account(request([ten("sys", EPHEMERAL)], [user(ten("u1", EPHEMERAL))], tools=tools))
     changed = request([ten("SYS", EPHEMERAL)], [user(ten("u1", EPHEMERAL))], tools=tools)
     # Tools are not behind a breakpoint of their own, so nothing before the changed system is readable.
@@ -141,9 +132,7 @@ def test_a_change_late_in_the_conversation_keeps_the_earlier_prefix(cache: Promp
     assert cache.account(edited) == CacheUsage(0, 10, 10, 10, 0)
 
 
-def test_entries_expire_after_five_minutes_and_hits_refresh_them(
-    cache: PromptCache, clock: FakeClock
-) -> None:
+def test_entries_expire_after_five_minutes_and_hits_refresh_them(cache: PromptCache, clock: FakeClock) -> None:
     body = request([ten("sys")], [user(ten("u1", EPHEMERAL))])
     assert cache.account(body).cache_creation_input_tokens == 20
     clock.now = 299.0
@@ -176,12 +165,8 @@ def test_one_hour_entries_outlive_five_minute_ones(cache: PromptCache, clock: Fa
 
 
 def test_writes_are_split_by_the_ttl_of_the_breakpoint_ending_each_segment(cache: PromptCache) -> None:
-    tools = [
-        {"name": "t", "description": "d" * 18, "input_schema": {"type": "object"}, "cache_control": ONE_HOUR}
-    ]
-    body = request(
-        [ten("sys")], [user(ten("u1")), assistant(ten("a1")), user(ten("u2", EPHEMERAL))], tools=tools
-    )
+    tools = [{"name": "t", "description": "d" * 18, "input_schema": {"type": "object"}, "cache_control": ONE_HOUR}]
+    body = request([ten("sys")], [user(ten("u1")), assistant(ten("a1")), user(ten("u2", EPHEMERAL))], tools=tools)
     # tools (20 tokens) end at a 1h breakpoint; system + 3 message blocks (40 tokens) end at a 5m one.
     assert cache.account(body) == CacheUsage(0, 60, 0, 40, 20)
     # Next turn reads the whole previous prefix and writes only the new 20 tokens, at 5m.
@@ -206,9 +191,7 @@ def _grown(extra_blocks: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("grown_by", "read"), [(19, 20), (20, 0)])
-def test_lookback_is_twenty_blocks_including_the_breakpoint(
-    cache: PromptCache, grown_by: int, read: int
-) -> None:
+def test_lookback_is_twenty_blocks_including_the_breakpoint(cache: PromptCache, grown_by: int, read: int) -> None:
     cache.account(request([ten("sys")], [user(ten("u1", EPHEMERAL))]))  # entry at position 1
     body = request([ten("sys")], _grown(grown_by))  # breakpoint at position 1 + grown_by
     total = 20 + 10 * grown_by
@@ -266,8 +249,5 @@ def test_usage_always_adds_up_to_the_prompt_total(cache: PromptCache, clock: Fak
         usage = cache.account(body)
         parts = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
         assert parts == request_prompt_tokens(body)
-        assert (
-            usage.ephemeral_5m_input_tokens + usage.ephemeral_1h_input_tokens
-            == usage.cache_creation_input_tokens
-        )
+        assert usage.ephemeral_5m_input_tokens + usage.ephemeral_1h_input_tokens == usage.cache_creation_input_tokens
         clock.now += 10

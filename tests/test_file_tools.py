@@ -205,9 +205,7 @@ async def test_write_file_overwrites_atomically(ws: Workspace, ctx: ToolContext)
     assert sorted(os.listdir(ws.root)) == ["a.txt"]  # no temp file left behind
 
 
-async def test_failed_write_keeps_old_content(
-    ws: Workspace, ctx: ToolContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_failed_write_keeps_old_content(ws: Workspace, ctx: ToolContext, monkeypatch: pytest.MonkeyPatch) -> None:
     target = _put(ws, "a.txt", "old")
 
     def broken_replace(*args: object, **kwargs: object) -> None:

@@ -8,8 +8,17 @@ import pytest
 
 from agent.approvals import Approved, DeferredApprover, Denied
 from agent.demo_model import Fault, Reply, TextBlock, ToolUseBlock
-from agent.events import (ApprovalRequested, ApprovalResolved, AssistantMessageDone, Notice, TextDelta, ToolFinished, ToolStarted,
-                          TurnFinished, UsageReport)
+from agent.events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    AssistantMessageDone,
+    Notice,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnFinished,
+    UsageReport,
+)
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.threads import NotFound

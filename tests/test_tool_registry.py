@@ -83,9 +83,7 @@ EXPECTED_SCHEMAS: dict[str, dict[str, Any]] = {
 EXPECTED_DESCRIPTIONS = {
     "list_files": "List the files and folders in a directory of your workspace. Folders end with '/'.",
     "read_file": "Read a text file from your workspace. Large files are cut off with a visible marker.",
-    "search_files": (
-        "Search the text files in your workspace for a word or phrase; returns path:line: text hits."
-    ),
+    "search_files": ("Search the text files in your workspace for a word or phrase; returns path:line: text hits."),
     "write_file": "Create a text file in your workspace, or replace an existing file's content entirely.",
     "delete_file": "Delete a file from your workspace. This cannot be undone.",
     "fetch_url": "Fetch a public web page and return its readable text. Only public http(s) addresses work.",
@@ -198,7 +196,11 @@ def test_stable_across_processes() -> None:
         ("read_file", {"path": "a", "mode": "w"}, "mode: unexpected field"),
         ("write_file", {"path": "a"}, "content: field required"),
         ("write_file", {}, "path: field required; content: field required"),
-        ("write_file", {"path": 3, "content": 4}, "path: input should be a valid string; content: input should be a valid string"),
+        (
+            "write_file",
+            {"path": 3, "content": 4},
+            "path: input should be a valid string; content: input should be a valid string",
+        ),
         ("search_files", {"query": ""}, "query: string should have at least 1 character"),
         ("search_files", {"query": "q" * 201}, "query: string should have at most 200 characters"),
         ("fetch_url", {"url": "https://x/" + "a" * 2048}, "url: string should have at most 2048 characters"),
@@ -299,8 +301,8 @@ def test_decorator_builds_schema_from_hints_and_docstring() -> None:
 def test_decorator_rejects_bad_definitions() -> None:
     with pytest.raises(TypeError, match="async def"):
 
-        @tool()
-        def not_async(ctx: ToolContext) -> str:  # type: ignore[arg-type]
+        @tool()  # type: ignore[arg-type]
+        def not_async(ctx: ToolContext) -> str:
             """Doc."""
             return ""
 

@@ -127,9 +127,7 @@ async def fetch_text(raw_url: str, policy: FetchPolicy) -> str:
 @tool()
 async def fetch_url(
     ctx: ToolContext,
-    url: Annotated[
-        str, Field(description="Full http:// or https:// address of a public web page.", max_length=2048)
-    ],
+    url: Annotated[str, Field(description="Full http:// or https:// address of a public web page.", max_length=2048)],
 ) -> str:
     """Fetch a public web page and return its readable text. Only public http(s) addresses work."""
     return await fetch_text(url, ctx.fetch_policy)

@@ -16,17 +16,13 @@ MAX_SEARCH_HITS = 50
 MAX_SEARCH_LINE = 200
 MAX_SEARCH_FILES = 2000
 
-FilePath = Annotated[
-    str, Field(description="Path relative to the root of your workspace, e.g. notes/todo.txt.")
-]
+FilePath = Annotated[str, Field(description="Path relative to the root of your workspace, e.g. notes/todo.txt.")]
 
 
 @tool()
 async def list_files(
     ctx: ToolContext,
-    path: Annotated[
-        str, Field(description="Directory relative to your workspace root; '.' is the root.")
-    ] = ".",
+    path: Annotated[str, Field(description="Directory relative to your workspace root; '.' is the root.")] = ".",
 ) -> str:
     """List the files and folders in a directory of your workspace. Folders end with '/'."""
     entries = ctx.workspace.list_dir(path)

@@ -260,9 +260,7 @@ class Workspace:
         try:
             with self._dir_fd(parts[:-1], rel) as dir_fd:
                 os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-        except ToolError:
-            return False
-        except OSError:
+        except (ToolError, OSError):
             return False
         return True
 
@@ -286,7 +284,10 @@ class Workspace:
                 elif de.is_dir(follow_symlinks=False):
                     entries.append(Entry(de.name, path, "dir", 0))
                 elif de.is_file(follow_symlinks=False):
-                    size = de.stat(follow_symlinks=False).st_size
+                    try:
+                        size = de.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue  # removed since readdir
                     entries.append(Entry(de.name, path, "file", size))
                 else:
                     entries.append(Entry(de.name, path, "other", 0))

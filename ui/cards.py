@@ -30,7 +30,8 @@ def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: 
 
 def outcome_text(a: Approval) -> str:
     args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
-    head = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired — not run"}.get(a.status, a.status)
+    heads = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired — not run"}
+    head = heads.get(a.status, a.status)
     who = f" by {a.decided_by}" if a.decided_by and a.status != "expired" else ""
     why = f" — {a.reason}" if a.reason and a.status != "approved" else ""
     return f"{head}{who}{why}: `{a.tool}`\n```json\n{args}\n```"

@@ -7,8 +7,18 @@ from typing import Any
 
 import chainlit as cl
 
-from agent.events import (AgentEvent, ApprovalRequested, ApprovalResolved, AssistantMessageDone, Notice,
-                          TextDelta, ToolFinished, ToolStarted, TurnFinished, UsageReport)
+from agent.events import (
+    AgentEvent,
+    ApprovalRequested,
+    ApprovalResolved,
+    AssistantMessageDone,
+    Notice,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnFinished,
+    UsageReport,
+)
 from ui import cards
 from ui.streaming import DeltaBatcher
 

@@ -67,9 +67,7 @@ class MessagesApp:
         if error is not None or not isinstance(body, dict):
             response = self._error(400, "invalid_request_error", str(error), request_id)
         else:
-            response = JSONResponse(
-                {"input_tokens": request_prompt_tokens(body)}, headers={"request-id": request_id}
-            )
+            response = JSONResponse({"input_tokens": request_prompt_tokens(body)}, headers={"request-id": request_id})
         await response(scope, receive, send)
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,9 +89,7 @@ class MessagesApp:
             await response(scope, receive, send)
             return
         fault = reply.fault
-        if fault is not None and (
-            fault.kind == "http" or (fault.kind == "sse_error" and not body.get("stream"))
-        ):
+        if fault is not None and (fault.kind == "http" or (fault.kind == "sse_error" and not body.get("stream"))):
             await self._fault_response(fault, request_id)(scope, receive, send)
             return
         message = self._message(body, reply, f"msg_demo_{number}")
@@ -118,9 +114,7 @@ class MessagesApp:
 
     @staticmethod
     def _error(status: int, error_type: str, message: str, request_id: str) -> JSONResponse:
-        return JSONResponse(
-            error_body(error_type, message, request_id), status, headers={"request-id": request_id}
-        )
+        return JSONResponse(error_body(error_type, message, request_id), status, headers={"request-id": request_id})
 
     def _fault_response(self, fault: Fault, request_id: str) -> JSONResponse:
         response = self._error(fault.status, fault.error_type, fault.message, request_id)
@@ -153,9 +147,7 @@ class MessagesApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True})
 
-    async def _stream(
-        self, receive: Receive, send: Send, plan: StreamPlan, request_id: str, index: int
-    ) -> None:
+    async def _stream(self, receive: Receive, send: Send, plan: StreamPlan, request_id: str, index: int) -> None:
         timing: dict[str, Any] = {
             "request_index": index,
             "started": time.perf_counter(),

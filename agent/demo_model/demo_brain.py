@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from .intents import find_injected_goal, parse_commands
 from .replies import Fault, Reply, TextBlock, ToolUseBlock
@@ -65,9 +65,7 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(
-            str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
 
@@ -112,7 +110,7 @@ class DemoBrain:
         if name in _TRANSIENT and not always and not self._first_time(request):
             return reply
         if name in ("sse_error", "cut"):
-            kind: Any = name
+            kind: Literal["sse_error", "cut"] = "sse_error" if name == "sse_error" else "cut"
             return Reply(reply.blocks, reply.stop_reason, Fault(kind, 529, "overloaded_error", "Overloaded"))
         if name.isdigit() and int(name) in _ERROR_TYPES:
             status = int(name)
@@ -133,9 +131,7 @@ class DemoBrain:
         commands = parse_commands(_MARKERS.sub(" ", text)) or []
         usable = [c for c in commands if c.name in tools]
         if "[refusal]" in text.lower():
-            return Reply(
-                (TextBlock("I can't help with that request."), self._refused_call(usable, tools)), "refusal"
-            )
+            return Reply((TextBlock("I can't help with that request."), self._refused_call(usable, tools)), "refusal")
         if commands and not usable:
             missing = ", ".join(sorted({c.name for c in commands}))
             return Reply((TextBlock(f"I can't do that here: the {missing} tool is not available."),))
@@ -154,9 +150,7 @@ class DemoBrain:
         return ToolUseBlock(sorted(tools)[0], {})
 
     def _first_time(self, request: dict[str, Any]) -> bool:
-        key = hashlib.sha256(
-            canonical_json({k: v for k, v in request.items() if k != "stream"}).encode()
-        ).hexdigest()
+        key = hashlib.sha256(canonical_json({k: v for k, v in request.items() if k != "stream"}).encode()).hexdigest()
         with self._lock:
             if key in self._faulted:
                 return False
@@ -164,9 +158,7 @@ class DemoBrain:
             return True
 
     # --- results of the previous turn's tool calls ------------------------------------------------
-    def _after_tools(
-        self, request: dict[str, Any], messages: list[dict[str, Any]], results: list[Any]
-    ) -> Reply:
+    def _after_tools(self, request: dict[str, Any], messages: list[dict[str, Any]], results: list[Any]) -> Reply:
         tools = _tool_names(request)
         for result in results:
             goal = find_injected_goal(_text_of(result.get("content")))

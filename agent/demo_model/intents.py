@@ -33,9 +33,7 @@ _SAVE = re.compile(
     _FLAGS,
 )
 _SEARCH = re.compile(r"search(?: (?:my|the) (?:files|notes))? for (?P<query>.+)", _FLAGS)
-_FETCH = re.compile(
-    r"(?:fetch|get|open|read|summari[sz]e|visit)(?: the (?:page|url))? (?P<url>https?://\S+)", _FLAGS
-)
+_FETCH = re.compile(r"(?:fetch|get|open|read|summari[sz]e|visit)(?: the (?:page|url))? (?P<url>https?://\S+)", _FLAGS)
 _READ = re.compile(r"(?:read|show|open|summari[sz]e)(?: me)?(?: the)?(?: note| file)? (?P<name>\S+)", _FLAGS)
 _DELETE = re.compile(r"(?:delete|remove)(?: the)?(?: note| file)? (?P<name>\S+)", _FLAGS)
 

@@ -136,7 +136,7 @@ class DemoModelServer:
         if loop is not None and not loop.is_closed():
             # RuntimeError: the loop closed in between, so there is nothing left to abort.
             with contextlib.suppress(RuntimeError):
-                pass  # MUTANT
+                loop.call_soon_threadsafe(self._app.abort_streams)
         server.should_exit = True
         thread.join(_STOP_TIMEOUT_S)
         for logger, log_filter in self._filters:

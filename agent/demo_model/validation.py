@@ -41,11 +41,7 @@ def _check_system_and_tools(body: dict[str, Any]) -> str | None:
         if not isinstance(system, list):
             return "system: Input should be a valid string or a list of text blocks"
         for i, block in enumerate(system):
-            if (
-                not isinstance(block, dict)
-                or block.get("type") != "text"
-                or not isinstance(block.get("text"), str)
-            ):
+            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
                 return f"system.{i}: Input should be a text block"
     tools = body.get("tools")
     if tools is not None:
@@ -63,9 +59,7 @@ def _tool_use_ids(content: Any) -> list[str]:
 
 def _tool_result_ids(content: Any) -> list[str]:
     return [
-        str(b.get("tool_use_id"))
-        for b in _blocks(content)
-        if isinstance(b, dict) and b.get("type") == "tool_result"
+        str(b.get("tool_use_id")) for b in _blocks(content) if isinstance(b, dict) and b.get("type") == "tool_result"
     ]
 
 
@@ -118,6 +112,4 @@ def validate_request(body: Any, *, require_max_tokens: bool = True) -> str | Non
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return "max_tokens: Field required (an integer >= 1)"
-    return (
-        _check_system_and_tools(body) or _check_messages(body.get("messages")) or _check_cache_controls(body)
-    )
+    return _check_system_and_tools(body) or _check_messages(body.get("messages")) or _check_cache_controls(body)

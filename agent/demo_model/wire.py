@@ -132,9 +132,7 @@ def _block_events(index: int, block: dict[str, Any], max_delta_tokens: int) -> l
             for p in _json_pieces(canonical_json(block["input"]), max_delta_tokens)
         ]
     return [
-        SseEvent(
-            "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
-        ),
+        SseEvent("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}),
         *deltas,
         SseEvent("content_block_stop", {"type": "content_block_stop", "index": index}),
     ]
@@ -165,9 +163,7 @@ def plan_stream(message: dict[str, Any], max_delta_tokens: int, fault: Fault | N
         return plan
     if fault is not None and fault.kind == "sse_error":
         plan.events.append(
-            SseEvent(
-                "error", {"type": "error", "error": {"type": fault.error_type, "message": fault.message}}
-            )
+            SseEvent("error", {"type": "error", "error": {"type": fault.error_type, "message": fault.message}})
         )
         plan.ending = "error"
         return plan

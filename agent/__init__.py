@@ -1,0 +1,1 @@
+"""The agent: loop, model client, budgets, context. Knows nothing of the UI."""

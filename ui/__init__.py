@@ -1,0 +1,1 @@
+"""Chainlit rendering and handlers: the only package besides app.py that imports chainlit."""
