@@ -22,7 +22,7 @@ from store import threads as thread_store
 from store import users as user_store
 from store.db import Database
 from store.values import Approval
-from tools import default_registry
+from tools import ToolRegistry, default_registry
 
 FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0)
 
@@ -96,14 +96,14 @@ async def make_harness(db: Database, settings: Settings) -> AsyncIterator[Callab
     clients: list[anthropic.AsyncAnthropic] = []
     agents: list[Agent] = []
 
-    def build(steps: list[Any], **overrides: Any) -> Harness:
+    def build(steps: list[Any], registry: ToolRegistry | None = None, **overrides: Any) -> Harness:
         s = settings.model_copy(update=overrides)
         brain = ScriptedBrain(steps)
         server = DemoModelServer(brain=brain, settings=FAST)
         servers.append(server)
         client = anthropic.AsyncAnthropic(api_key="test", base_url=server.start(), max_retries=2)
         clients.append(client)
-        deps = AgentDeps(db=db, settings=s, model=ModelClient(client), registry=default_registry(),
+        deps = AgentDeps(db=db, settings=s, model=ModelClient(client), registry=registry or default_registry(),
                          budget=Budget(db, PriceTable.load(), s))
         agents.append(Agent(deps))
         return Harness(agent=agents[-1], server=server, brain=brain, db=db, settings=s)

@@ -23,6 +23,7 @@ from store import approvals as approval_store
 from store import threads as thread_store
 from store.threads import NotFound
 from tests.conftest import APPROVE_ALL, REJECT_ALL, Recorder, ScriptedApprover
+from tools import ToolContext, ToolRegistry, default_registry, tool
 
 
 def tool_results(request: dict) -> list[dict]:
@@ -238,21 +239,19 @@ async def test_sse_error_mid_stream_keeps_partial_text_and_says_so(make_harness)
     assert rec.of(AssistantMessageDone)[-1].incomplete
 
 
-async def test_tool_timeout_is_reported_and_turn_continues(make_harness, monkeypatch):
-    h = make_harness([
-        Reply(blocks=(ToolUseBlock("list_files", {}),), stop_reason="tool_use"),
-        Reply(blocks=(TextBlock("It timed out."),)),
-    ])
-    registry = h.agent.deps.registry
-    slow = registry.get("list_files")
+async def test_tool_timeout_is_reported_and_turn_continues(make_harness):
     gate = asyncio.Event()
 
-    async def hang(ctx, args):
-        await gate.wait()  # released in teardown, never during the call
+    @tool(timeout_s=0.05)
+    async def hang(ctx: ToolContext) -> str:
+        """Never finishes on its own."""
+        await gate.wait()
         return "never"
 
-    object.__setattr__(slow, "timeout_s", 0.05)
-    monkeypatch.setattr(type(slow), "run", lambda self, ctx, args: hang(ctx, args))
+    h = make_harness([
+        Reply(blocks=(ToolUseBlock("hang", {}),), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("It timed out."),)),
+    ], registry=ToolRegistry([*default_registry(), hang]))
     tid = await h.thread()
     done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(), approver=APPROVE_ALL)
     gate.set()
