@@ -1,0 +1,51 @@
+"""Regenerates the README's screenshots: `.venv/bin/python docs/make_screenshots.py`.
+
+Starts a throwaway server on a free port with the demo model, drives Debian's Chromium through a
+short session, and writes PNGs next to this file.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, send, start_server, stop_server  # noqa: E402
+
+OUT = Path(__file__).parent
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "data")
+        try:
+            server.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(base_url=server.url, viewport={"width": 1100, "height": 900})
+                page.goto("/login")
+                page.locator("#email").fill("alice")
+                page.locator("#password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign In").click()
+                expect(page.locator("#chat-input")).to_be_visible(timeout=20_000)
+                send(page, "save a note called groceries: milk, eggs, bread")
+                page.get_by_role("button", name="Approve").click()
+                expect(page.get_by_text("this answer $").first).to_be_visible(timeout=20_000)
+                send(page, "list my files and search for milk")
+                expect(page.get_by_text("this answer $").nth(1)).to_be_visible(timeout=20_000)
+                send(page, "delete groceries")
+                expect(page.get_by_role("button", name="Approve")).to_be_visible(timeout=20_000)
+                page.screenshot(path=str(OUT / "screenshot-chat.png"), full_page=True)
+                browser.close()
+        finally:
+            stop_server(server)
+    print(f"wrote {OUT / 'screenshot-chat.png'}")
+
+
+if __name__ == "__main__":
+    main()
