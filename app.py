@@ -11,8 +11,10 @@ ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
 
 import chainlit as cl  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
+from chainlit.types import ThreadDict  # noqa: E402
 
 from ui import chat  # noqa: E402
+from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.render import APPROVE, REJECT, RETRY  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,6 +39,16 @@ async def login(username: str, password: str) -> cl.User | None:
 @cl.set_starters
 async def starters(_user: cl.User | None = None, _language: str | None = None) -> list[cl.Starter]:
     return [cl.Starter(label=label, message=message) for label, message in chat.STARTERS]
+
+
+@cl.data_layer
+def data_layer() -> StoreDataLayer:
+    return StoreDataLayer(chat.runtime)
+
+
+@cl.on_chat_resume
+async def on_resume(thread: ThreadDict) -> None:
+    await chat.on_resume(dict(thread))
 
 
 @cl.on_message

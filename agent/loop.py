@@ -21,8 +21,9 @@ from typing import Any
 from agent import budget as budget_mod
 from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
+from agent.compress import ModelContext
 from agent.config import Settings
-from agent.context import build_request, tool_uses
+from agent.context import tool_uses
 from agent.events import AgentEvent, AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished, UsageReport
 from agent.model import ModelClient, ModelError
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
@@ -74,6 +75,10 @@ class Agent:
         self.deps = deps
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._expiry: dict[str, asyncio.Task[None]] = {}  # per suspended thread: resumes it at the deadline
+        # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
+        # that tools + system clear the model's minimum cacheable prefix.
+        self.context = ModelContext(db=deps.db, settings=deps.settings, model=deps.model, budget=deps.budget,
+                                    tools=deps.registry.api_definitions())
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)
@@ -147,6 +152,24 @@ class Agent:
 
         # The task inherits this context, so its events reach the same chat session.
         self._expiry[thread_id] = asyncio.create_task(fire())
+
+    def watch_deadline(self, *, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
+        """(Re)arm the deadline of a suspended thread, e.g. when its owner reopens it after a restart."""
+        self._schedule_expiry(owner, thread_id, at, emit, approver)
+
+    async def recover(self, emit: EventSink, approver: Approver) -> int:
+        """After a restart: re-arm every pending approval's deadline (enforced even if nobody returns).
+
+        Batches left open by a crash with nothing pending are closed when their thread next moves: a
+        side effect whose approval was claimed reports "outcome unknown" and is never re-run."""
+        pending = await approval_store.pending_approvals(self.deps.db, owner=None)
+        earliest: dict[tuple[str, str], float] = {}
+        for a in pending:
+            key = (a.owner, a.thread_id)
+            earliest[key] = min(earliest.get(key, a.expires_at), a.expires_at)
+        for (owner, thread_id), at in earliest.items():
+            self._schedule_expiry(owner, thread_id, at, emit, approver)
+        return len(earliest)
 
     async def close(self) -> None:
         for task in list(self._expiry.values()):
@@ -223,7 +246,12 @@ class Agent:
                           turn: _Turn) -> bool:
         """One model call with its reservation; stores the answer. False when the turn must stop."""
         d, s = self.deps, self.deps.settings
-        request = build_request(messages, tools=d.registry.api_definitions(), cache_ttl=s.cache_ttl)
+        # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
+        request, summary_cost = await self.context.request_for(
+            owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
+            tools=d.registry.api_definitions(), emit=lambda e: _safe(emit, e))
+        turn.cost_nano += summary_cost
+        # --- end context ---
         try:
             reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=s.model,
                                                  purpose="chat", prompt_tokens=request.estimated_tokens(),
@@ -256,6 +284,7 @@ class Agent:
             raise
         turn.cost_nano += await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                                 ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
+        self.context.observe(thread_id, request, result.usage)  # counts and logs cache breaks
         turn.usage = _add(turn.usage, result.usage)
         turn.calls += 1
         turn.stop_reason = result.stop_reason

@@ -129,6 +129,44 @@ class BudgetRow(SQLModel, table=True):
     monthly_nanousd: int | None = None
 
 
+class UIStepRow(SQLModel, table=True):
+    """A chat step as chainlit rendered it (message, tool step, card): the history view only."""
+
+    __tablename__ = "ui_steps"
+    __table_args__ = (Index("ix_ui_steps_thread_seq", "thread_id", "seq"),)
+    id: str = Field(primary_key=True)  # chainlit's step id
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE")
+    seq: float  # arrival order
+    parent_id: str | None = None
+    name: str = ""
+    type: str = ""
+    input: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    output: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    is_error: bool = False
+    created_at: str | None = None
+    start: str | None = None
+    end: str | None = None
+    show_input: str | None = None
+    language: str | None = None
+    metadata_json: str = "{}"
+
+
+class ContextSummaryRow(SQLModel, table=True):
+    """The model's summary of a thread's middle: stands in for messages up to `covers_to_seq` in the
+    model's context only (the messages themselves stay). The newest row per thread is the one in use."""
+
+    __tablename__ = "context_summaries"
+    __table_args__ = (Index("ix_context_summaries_thread", "thread_id", "covers_to_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE")
+    covers_to_seq: int
+    messages: int  # stored messages it stands for
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    tokens: int  # estimated tokens of the summary block
+    model: str
+    created_at: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table behind a model: queries use Core statements, lighter than ORM sessions."""
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
@@ -141,3 +179,5 @@ APPROVALS = _table(ApprovalRow)
 TOOL_CALLS = _table(ToolCallRow)
 MODEL_CALLS = _table(ModelCallRow)
 BUDGETS = _table(BudgetRow)
+UI_STEPS = _table(UIStepRow)
+CONTEXT_SUMMARIES = _table(ContextSummaryRow)

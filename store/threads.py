@@ -45,6 +45,24 @@ async def create_thread(db: Database, *, owner: str, title: str = "", thread_id:
     return Thread(id=tid, owner=owner, title=title[:200], created_at=now, updated_at=now)
 
 
+async def ensure_thread(db: Database, *, owner: str, thread_id: str) -> bool:
+    """Create the thread for `owner` on first use. False if it exists under another owner.
+
+    One write transaction (BEGIN IMMEDIATE), so concurrent first uses cannot both insert."""
+    now = time.time()
+    async with db.write() as conn:
+        current = (await conn.execute(select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
+                                      .where(_threads.c.id == thread_id))).scalar_one_or_none()
+        if current is not None:
+            return bool(current == owner)
+        uid = (await conn.execute(select(_users.c.id).where(_users.c.name == owner))).scalar_one_or_none()
+        if uid is None:
+            return False
+        await conn.execute(insert(_threads).values(id=thread_id, owner_id=uid, title="", created_at=now,
+                                                   updated_at=now))
+    return True
+
+
 async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
     async with db.read() as conn:
         row = (await conn.execute(

@@ -25,6 +25,7 @@ _calls = MODEL_CALLS
 _budgets = BUDGETS
 _users = USERS
 SCOPES = ("user_day", "user_month", "global_day", "thread_usd", "thread_tokens", "thread_calls", "turn_calls")
+_COUNT_SCOPES = ("thread_calls", "turn_calls")
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class SpendLimit:
 
 
 class LimitReached(Exception):
-    def __init__(self, limit: SpendLimit, used: int) -> None:
+    def __init__(self, limit: SpendLimit, used: int, in_flight: int = 0) -> None:
         super().__init__(f"{limit.name}: {used} used of {limit.cap}")
         self.limit = limit
         self.used = used
+        self.in_flight = in_flight  # the part of `used` held by reservations not settled yet
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,17 @@ _spent_tokens = func.coalesce(func.sum(case(
     + _calls.c.cache_write_1h_tokens + _calls.c.cache_read_tokens)), 0)
 
 
+_in_flight_usd = func.coalesce(func.sum(case((_calls.c.status == "reserved", _calls.c.reserved_nanousd),
+                                             else_=0)), 0)
+_in_flight_tokens = func.coalesce(func.sum(case((_calls.c.status == "reserved", _calls.c.reserved_tokens),
+                                                else_=0)), 0)
+
+
 async def _used(conn: AsyncConnection, scope: str, *, user_id: int, thread_id: str | None, turn_id: str,
-                day: str, month: str) -> int:
+                day: str, month: str, in_flight: bool = False) -> int:
+    """Spend in `scope` (settled + reserved); with in_flight, only what open reservations hold."""
     where: list[Any]
-    measure: Any = _spent_usd
+    measure: Any = _in_flight_usd if in_flight else _spent_usd
     if scope == "user_day":
         where = [_calls.c.user_id == user_id, _calls.c.day == day]
     elif scope == "user_month":
@@ -82,8 +91,10 @@ async def _used(conn: AsyncConnection, scope: str, *, user_id: int, thread_id: s
         where = [_calls.c.day == day]
     elif scope in ("thread_usd", "thread_tokens", "thread_calls"):
         where = [_calls.c.thread_id == thread_id]
-        measure = {"thread_usd": _spent_usd, "thread_tokens": _spent_tokens,
-                   "thread_calls": func.count()}[scope]
+        if scope == "thread_tokens":
+            measure = _in_flight_tokens if in_flight else _spent_tokens
+        elif scope == "thread_calls":
+            measure = func.count()
     elif scope == "turn_calls":
         where = [_calls.c.turn_id == turn_id]
         measure = func.count()
@@ -92,19 +103,29 @@ async def _used(conn: AsyncConnection, scope: str, *, user_id: int, thread_id: s
     return int((await conn.execute(select(measure).where(*where))).scalar_one())
 
 
+async def _user_id(conn: AsyncConnection, user: str) -> int:
+    uid = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one_or_none()
+    if uid is None:
+        raise LookupError(f"no user {user!r}")
+    return int(uid)
+
+
 async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: str, model: str, purpose: str,
-                  amount_nanousd: int, tokens: int, limits: Sequence[SpendLimit]) -> str:
+                  amount_nanousd: int, tokens: int, limits: Sequence[SpendLimit], now: float | None = None) -> str:
     """Check every limit and insert the reservation atomically; returns the reservation key."""
-    now = time.time()
+    now = time.time() if now is None else now
     day, month = utc_day(now), utc_day(now)[:7]
     async with db.write() as conn:
-        user_id = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one()
+        user_id = await _user_id(conn, user)
         for limit in limits:
-            used = await _used(conn, limit.scope, user_id=user_id, thread_id=thread_id, turn_id=turn_id,
-                               day=day, month=month)
+            kw: dict[str, Any] = {"user_id": user_id, "thread_id": thread_id, "turn_id": turn_id, "day": day,
+                                  "month": month}
+            used = await _used(conn, limit.scope, **kw)
             need = {"thread_tokens": tokens, "thread_calls": 1, "turn_calls": 1}.get(limit.scope, amount_nanousd)
             if used + need > limit.cap:
-                raise LimitReached(limit, used)
+                # A call count is not given back when a call settles, so nothing is "held" there.
+                held = 0 if limit.scope in _COUNT_SCOPES else await _used(conn, limit.scope, **kw, in_flight=True)
+                raise LimitReached(limit, used, held)
         key = uuid.uuid4().hex
         await conn.execute(insert(_calls).values(
             key=key, user_id=user_id, thread_id=thread_id, turn_id=turn_id, model=model, purpose=purpose,
@@ -115,14 +136,16 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
 
 async def settle(db: Database, *, key: str, usage: TokenUsage, cost_nanousd: int, status: str = "settled",
                  stop_reason: str | None = None, ttft_ms: float | None = None, latency_ms: float | None = None,
-                 error: str | None = None) -> None:
-    """Replace a reservation by what the call really used ("released" when the call failed)."""
+                 error: str | None = None) -> bool:
+    """Replace a reservation by what the call really used ("released" when the call failed).
+    False if it was no longer open (closed at its worst case by a restart)."""
     async with db.write() as conn:
-        await conn.execute(update(_calls).where(_calls.c.key == key, _calls.c.status == "reserved").values(
+        result = await conn.execute(update(_calls).where(_calls.c.key == key, _calls.c.status == "reserved").values(
             status=status, cost_nanousd=cost_nanousd, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cache_write_5m_tokens=usage.cache_write_5m_tokens,
             cache_write_1h_tokens=usage.cache_write_1h_tokens, cache_read_tokens=usage.cache_read_tokens,
             stop_reason=stop_reason, ttft_ms=ttft_ms, latency_ms=latency_ms, error=error))
+        return bool(result.rowcount)
 
 
 async def release_stale_reservations(db: Database) -> int:
@@ -137,9 +160,7 @@ async def spent(db: Database, *, scope: str, user: str | None = None, thread_id:
                 at: float | None = None) -> int:
     now = at or time.time()
     async with db.read() as conn:
-        user_id = 0
-        if user is not None:
-            user_id = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one()
+        user_id = 0 if user is None else await _user_id(conn, user)
         return await _used(conn, scope, user_id=user_id, thread_id=thread_id, turn_id="",
                            day=utc_day(now), month=utc_day(now)[:7])
 
@@ -154,9 +175,7 @@ async def get_budget(db: Database, *, user: str) -> tuple[int | None, int | None
 
 async def set_budget(db: Database, *, user: str, daily_nanousd: int | None, monthly_nanousd: int | None) -> None:
     async with db.write() as conn:
-        uid = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one_or_none()
-        if uid is None:
-            raise LookupError(f"no user {user!r}")
+        uid = await _user_id(conn, user)
         exists = (await conn.execute(select(_budgets.c.user_id).where(_budgets.c.user_id == uid))).first()
         values = {"daily_nanousd": daily_nanousd, "monthly_nanousd": monthly_nanousd}
         if exists:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 import chainlit as cl
 
 from agent.approvals import DeferredApprover
+from agent.events import ApprovalRequested
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
@@ -60,12 +63,8 @@ def _user() -> str:
 
 async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
     """Create the thread on first use; refuse one that exists under another owner."""
-    try:
-        await thread_store.get_thread(rt.db, owner=owner, thread_id=thread_id)
-    except NotFound:
-        if await thread_store.thread_exists(rt.db, thread_id=thread_id):
-            raise PermissionError("this thread belongs to someone else") from None
-        await thread_store.create_thread(rt.db, owner=owner, thread_id=thread_id)
+    if not await thread_store.ensure_thread(rt.db, owner=owner, thread_id=thread_id):
+        raise PermissionError("this thread belongs to someone else")
 
 
 def renderer() -> ChatRenderer:
@@ -102,6 +101,23 @@ async def on_decision(action: cl.Action, decision: str) -> None:
         return
     # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
     await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(), approver=DeferredApprover())
+
+
+async def on_resume(thread: dict[str, Any]) -> None:
+    """Reopening a thread (reload, another browser, after a restart): pending approval cards come back
+    with their remaining time and working buttons; deadlines are re-armed for this chat."""
+    rt = await runtime()
+    owner, thread_id = _user(), str(thread.get("id"))
+    if await thread_store.owner_of(rt.db, thread_id=thread_id) != owner:
+        raise PermissionError("this thread belongs to someone else")
+    render = renderer()
+    pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
+    for a in pending:
+        if a.expires_at > time.time():
+            await render(ApprovalRequested(approval=a))
+    if pending:
+        rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
+                                emit=render, approver=DeferredApprover())
 
 
 async def on_retry(_action: cl.Action) -> None:

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 import anthropic
 
+from agent.approvals import DeferredApprover
 from agent.budget import Budget
 from agent.config import Settings
 from agent.demo_model import DemoModelServer, DemoSettings
+from agent.events import AgentEvent
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
@@ -56,4 +58,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
                      budget=Budget(db, prices, settings))
-    return Runtime(settings=settings, db=db, agent=Agent(deps), demo=demo)
+    agent = Agent(deps)
+    armed = await agent.recover(_nowhere, DeferredApprover())
+    if armed:
+        log.info("re-armed the deadlines of %d threads with pending approvals", armed)
+    return Runtime(settings=settings, db=db, agent=agent, demo=demo)
+
+
+async def _nowhere(event: AgentEvent) -> None:
+    """Events of a turn that no chat is watching (deadline after a restart): the store keeps the outcome."""

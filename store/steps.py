@@ -1,0 +1,57 @@
+"""What the chat showed (messages, tool steps, cards), for the history view. Never the model's context:
+that is rebuilt from `messages`. Scoped by owner like everything else."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from store.db import Database
+from store.models import THREADS, UI_STEPS, USERS
+from store.threads import NotFound
+from store.users import user_id_of
+
+_FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_at", "start", "end", "show_input",
+           "language", "metadata_json")
+
+
+async def _owned(conn: Any, owner: str, thread_id: str) -> None:
+    found = await conn.execute(select(THREADS.c.id).where(THREADS.c.id == thread_id,
+                                                          THREADS.c.owner_id == user_id_of(owner)))
+    if found.first() is None:
+        raise NotFound("no such thread")
+
+
+async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> None:
+    row = {k: values[k] for k in _FIELDS if k in values}
+    async with db.write() as conn:
+        await _owned(conn, owner, thread_id)
+        existing = (await conn.execute(select(UI_STEPS.c.thread_id).where(UI_STEPS.c.id == step_id))).first()
+        if existing is None:
+            await conn.execute(insert(UI_STEPS).values(id=step_id, thread_id=thread_id, seq=time.time(), **row))
+        elif existing.thread_id != thread_id:
+            raise NotFound("no such step")
+        else:
+            await conn.execute(update(UI_STEPS).where(UI_STEPS.c.id == step_id).values(**row))
+
+
+async def delete_step(db: Database, *, owner: str, step_id: str) -> None:
+    async with db.write() as conn:
+        await conn.execute(delete(UI_STEPS).where(
+            UI_STEPS.c.id == step_id,
+            UI_STEPS.c.thread_id.in_(select(THREADS.c.id).where(THREADS.c.owner_id == user_id_of(owner)))))
+
+
+async def list_steps(db: Database, *, owner: str, thread_id: str) -> list[dict[str, Any]]:
+    async with db.read() as conn:
+        await _owned(conn, owner, thread_id)
+        rows = await conn.execute(select(UI_STEPS).where(UI_STEPS.c.thread_id == thread_id).order_by(UI_STEPS.c.seq))
+        return [{**dict(r._mapping), "metadata": json.loads(r.metadata_json or "{}")} for r in rows]
+
+
+async def user_created_at(db: Database, *, name: str) -> float | None:
+    async with db.read() as conn:
+        return (await conn.execute(select(USERS.c.created_at).where(USERS.c.name == name))).scalar_one_or_none()

@@ -1,0 +1,195 @@
+"""Chainlit's data layer over the project's own store: sidebar history, thread view, resume.
+
+One schema, created by the project (no chainlit tables, so no stale-schema trap). Writes that fail
+raise: chainlit would only log a warning, so we also tell the user in the chat that the history
+could not be saved. Every call is scoped by the user chainlit authenticated, on top of chainlit's
+own author checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import chainlit as cl
+from chainlit.context import context
+from chainlit.data.base import BaseDataLayer
+from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
+from chainlit.user import PersistedUser, User
+
+from store import steps as step_store
+from store import threads as thread_store
+from store import users as user_store
+from store.db import Database
+from store.threads import NotFound
+from ui.runtime import Runtime
+
+log = logging.getLogger("tollgate.history")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+def _session_user() -> str | None:
+    try:
+        user = context.session.user
+    except Exception:  # no chainlit context (REST calls without a session)
+        return None
+    return user.identifier if user else None
+
+
+class StoreDataLayer(BaseDataLayer):
+    def __init__(self, runtime: Callable[[], Awaitable[Runtime]]) -> None:
+        self._runtime = runtime  # chainlit builds the layer synchronously; the store opens on first use
+
+    async def _db(self) -> Database:
+        return (await self._runtime()).db
+
+    # users: logins are created with the CLI; chainlit only looks them up
+    async def get_user(self, identifier: str) -> PersistedUser | None:
+        user = await user_store.get_user(await self._db(), name=identifier)
+        if user is None:
+            return None
+        created = await step_store.user_created_at(await self._db(), name=identifier) or 0.0
+        return PersistedUser(id=user.name, identifier=user.name, createdAt=_iso(created),
+                             metadata={"role": user.role})
+
+    async def create_user(self, user: User) -> PersistedUser | None:
+        return await self.get_user(user.identifier)
+
+    # threads
+    async def get_thread_author(self, thread_id: str) -> str:
+        owner = await thread_store.owner_of(await self._db(), thread_id=thread_id)
+        return owner or ""
+
+    async def update_thread(self, thread_id: str, name: str | None = None, user_id: str | None = None,
+                            metadata: dict[str, Any] | None = None, tags: list[str] | None = None) -> None:
+        owner = _session_user() or user_id
+        if owner is None:
+            return
+        if not await self._ensure_thread(owner, thread_id):
+            return
+        if name:
+            await thread_store.rename_thread(await self._db(), owner=owner, thread_id=thread_id, title=name)
+
+    async def _ensure_thread(self, owner: str, thread_id: str) -> bool:
+        """Create on first use; False (and nothing written) if another user owns it."""
+        if await thread_store.ensure_thread(await self._db(), owner=owner, thread_id=thread_id):
+            return True
+        log.warning("refused a write by %s to a thread owned by someone else", owner)
+        return False
+
+    async def delete_thread(self, thread_id: str) -> None:
+        owner = await thread_store.owner_of(await self._db(), thread_id=thread_id)
+        session_user = _session_user()
+        if owner is None or (session_user is not None and session_user != owner):
+            return
+        await thread_store.delete_thread(await self._db(), owner=owner, thread_id=thread_id)
+
+    async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
+        if not filters.userId:  # chainlit sets it from the authenticated user; without it, nothing
+            return PaginatedResponse(pageInfo=PageInfo(hasNextPage=False, startCursor=None, endCursor=None), data=[])
+        before = float(pagination.cursor) if pagination.cursor else None
+        rows = await thread_store.list_threads(await self._db(), owner=filters.userId, limit=pagination.first + 1,
+                                               before=before, search=filters.search)
+        page = rows[: pagination.first]
+        data: list[ThreadDict] = [
+            ThreadDict(id=t.id, createdAt=_iso(t.updated_at), name=t.title or "New chat", userId=t.owner,
+                       userIdentifier=t.owner, tags=[], metadata={}, steps=[], elements=[]) for t in page]
+        return PaginatedResponse(
+            pageInfo=PageInfo(hasNextPage=len(rows) > pagination.first,
+                              startCursor=str(page[0].updated_at) if page else None,
+                              endCursor=str(page[-1].updated_at) if page else None),
+            data=data)
+
+    async def get_thread(self, thread_id: str) -> ThreadDict | None:
+        owner = await thread_store.owner_of(await self._db(), thread_id=thread_id)
+        session_user = _session_user()
+        if owner is None or (session_user is not None and session_user != owner):
+            return None
+        t = await thread_store.get_thread(await self._db(), owner=owner, thread_id=thread_id)
+        steps = await step_store.list_steps(await self._db(), owner=owner, thread_id=thread_id)
+        return ThreadDict(id=t.id, createdAt=_iso(t.created_at), name=t.title or "New chat", userId=owner,
+                          userIdentifier=owner, tags=[], metadata={}, steps=[_step_dict(s) for s in steps],
+                          elements=[])
+
+    # steps: what the chat showed
+    async def create_step(self, step_dict: Any) -> None:
+        await self._write_step(step_dict)
+
+    async def update_step(self, step_dict: Any) -> None:
+        await self._write_step(step_dict)
+
+    async def _write_step(self, s: dict[str, Any]) -> None:
+        owner, thread_id = _session_user(), s.get("threadId")
+        if owner is None or not thread_id:
+            return
+        values = {"name": s.get("name") or "", "type": s.get("type") or "", "parent_id": s.get("parentId"),
+                  "input": _text(s.get("input")), "output": _text(s.get("output")),
+                  "is_error": bool(s.get("isError")), "created_at": s.get("createdAt"), "start": s.get("start"),
+                  "end": s.get("end"), "show_input": _text(s.get("showInput")) or None,
+                  "language": s.get("language"), "metadata_json": json.dumps(s.get("metadata") or {})}
+        try:
+            if await self._ensure_thread(owner, thread_id):
+                await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
+                                             values=values)
+        except Exception:
+            log.exception("history write failed for thread %s", thread_id)
+            await cl.ErrorMessage(content="Could not save this step to your history (see the server log).").send()
+            raise
+
+    async def delete_step(self, step_id: str) -> None:
+        owner = _session_user()
+        if owner is not None:
+            await step_store.delete_step(await self._db(), owner=owner, step_id=step_id)
+
+    # not offered: elements (uploads are off), feedback, favorites
+    async def create_element(self, element: Any) -> None:
+        return None
+
+    async def get_element(self, thread_id: str, element_id: str) -> Any:
+        return None
+
+    async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
+        return None
+
+    async def upsert_feedback(self, feedback: Feedback) -> str:
+        return ""
+
+    async def delete_feedback(self, feedback_id: str) -> bool:
+        return False
+
+    async def build_debug_url(self) -> str:
+        return ""
+
+    async def get_favorite_steps(self, user_id: str) -> list[Any]:
+        return []
+
+    async def set_step_favorite(self, step_id: str, favorite: bool) -> Any:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _step_dict(s: dict[str, Any]) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": s["id"], "threadId": s["thread_id"], "parentId": s["parent_id"], "name": s["name"],
+                         "type": s["type"], "input": s["input"], "output": s["output"], "isError": s["is_error"],
+                         "createdAt": s["created_at"], "start": s["start"], "end": s["end"],
+                         "metadata": s["metadata"], "language": s["language"]}
+    if s["show_input"]:
+        d["showInput"] = s["show_input"] if s["show_input"] not in ("true", "false") else s["show_input"] == "true"
+    return d
+
+
+__all__ = ["NotFound", "StoreDataLayer"]
