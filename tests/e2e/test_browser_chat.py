@@ -70,3 +70,32 @@ def test_read_only_tool_shows_a_step_without_asking(server: Server, browser: Bro
     expect(page.locator("#step-list_files").last).to_be_visible()
     expect(page.get_by_text("Approval needed")).to_have_count(0)
     page.context.close()
+
+
+def test_pending_approval_survives_a_reload_and_runs_once(server: Server, browser: Browser) -> None:
+    page = login(browser, server.url, "alice")
+    send(page, "save a note called durable: kept")
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/thread/[0-9a-f-]+$"))
+    thread_url = page.url
+    page.reload()
+    expect(page).to_have_url(thread_url)
+    expect(page.get_by_role("button", name="Approve")).to_be_enabled()
+    assert not (server.workspace("alice") / "notes" / "durable.txt").exists()
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_text("Approved by alice").last).to_be_visible()
+    expect(page.locator("#step-write_file").last).to_be_visible()
+    assert (server.workspace("alice") / "notes" / "durable.txt").read_text() == "kept"
+    page.context.close()
+
+
+def test_sidebar_lists_only_my_threads(server: Server, browser: Browser) -> None:
+    page = login(browser, server.url, "bob")
+    send(page, "list my files")
+    expect(page.locator("#step-list_files").last).to_be_visible()
+    page.goto("/")
+    expect(page.locator("a[href^='/thread/']").first).to_be_visible()
+    titles = page.locator("a[href^='/thread/']").all_inner_texts()
+    assert any("list my files" in t for t in titles)
+    assert not any("save a note" in t for t in titles)  # alice's threads never show here
+    page.context.close()
