@@ -112,9 +112,18 @@ async def on_resume(thread: dict[str, Any]) -> None:
         raise PermissionError("this thread belongs to someone else")
     render = renderer()
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
-    for a in pending:
-        if a.expires_at > time.time():
-            await render(ApprovalRequested(approval=a))
+    # Chainlit replaces the message list with the stored history right after this handler returns
+    # (emitter.resume_thread), which would wipe cards sent now: send them just after that instead.
+    emitter = cl.context.emitter
+    send_history = emitter.resume_thread
+
+    async def history_then_cards(thread_dict: Any) -> None:
+        await send_history(thread_dict)
+        for a in pending:
+            if a.expires_at > time.time():
+                await render(ApprovalRequested(approval=a))
+
+    emitter.resume_thread = history_then_cards  # type: ignore[method-assign]
     if pending:
         rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
                                 emit=render, approver=DeferredApprover())
