@@ -95,8 +95,8 @@ async def _execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str
     await approval_store.finish_tool_call(b.db, tool_use_id=tid, output=output, is_error=is_error, duration_ms=ms)
     await b.emit(ToolFinished(tool_use_id=tid, name=tool.name, input=args, output=output, is_error=is_error,
                               duration_ms=ms))
-    if not tool.trusted_output and not is_error:
-        b.untrusted_sources.append(tool.source_label(args))
+    if not tool.trusted_output and tool.source_label(args) not in b.untrusted_sources:
+        b.untrusted_sources.append(tool.source_label(args))  # error text can carry injected words too
     return _result(tid, wrap_output(tool, tool.source_label(args), output, b.result_max_chars), is_error)
 
 
@@ -154,13 +154,21 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
                         superseded: bool = False) -> list[dict[str, Any]] | None:
     """The tool_result blocks for `uses`, in order; None while an approval is pending (suspended)."""
     done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
+    # Taint is per thread: anything a tool brought into this context earlier is still in it.
+    for o in done.values():
+        earlier = b.registry.get(o.tool)
+        if o.status != "running" and (earlier is None or not earlier.trusted_output):
+            label = earlier.source_label(o.args) if earlier else o.tool
+            if label not in b.untrusted_sources:
+                b.untrusted_sources.append(label)
     results: dict[str, dict[str, Any]] = {}
     plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
     for use in uses:
         tid, tool = use["id"], b.registry.get(use.get("name", ""))
         if tid in done and done[tid].status != "running":  # replay: reuse the committed output
             o = done[tid]
-            results[tid] = _result(tid, wrap_output(tool, o.tool, o.output, b.result_max_chars), o.is_error)
+            label = tool.source_label(o.args) if tool else o.tool
+            results[tid] = _result(tid, wrap_output(tool, label, o.output, b.result_max_chars), o.is_error)
         elif tool is None:
             known = ", ".join(b.registry.names)
             results[tid] = _result(tid, f"Unknown tool {use.get('name')!r}. Available: {known}.", True)

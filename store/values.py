@@ -59,6 +59,7 @@ class Approval:
 class ToolOutcome:
     tool_use_id: str
     tool: str
+    args: dict[str, Any]
     status: str  # running | done | error
     output: str
     is_error: bool
