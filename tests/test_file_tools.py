@@ -242,6 +242,8 @@ async def test_write_file_errors(ws: Workspace, ctx: ToolContext) -> None:
         await write_file.run(ctx, {"path": "file.txt/child.txt", "content": "x"})
     with pytest.raises(ToolError, match="not valid text"):
         await write_file.run(ctx, {"path": "s.txt", "content": "\ud800"})
+    with pytest.raises(ToolError, match="reserved"):  # would be hidden from listings
+        await write_file.run(ctx, {"path": "d/.tollgate-tmp-1234", "content": "x"})
 
 
 # -- delete_file ----------------------------------------------------------------------------------

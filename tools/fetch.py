@@ -22,16 +22,15 @@ from tools.html_text import html_to_text
 from tools.netguard import FetchPolicy, parse_url, pinned_address
 from tools.registry import ToolContext, tool
 
-__all__ = ["FetchPolicy", "fetch_url"]
+__all__ = ["FetchPolicy", "fetch_text", "fetch_url"]
 
-_REDIRECTS = (301, 302, 303, 307, 308)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/x-ndjson")
 _HEADERS = {
     "User-Agent": "Tollgate/0.1 (fetch_url)",
     "Accept": "text/html, text/plain;q=0.9, */*;q=0.5",
-    # Ask for an uncompressed body so max_bytes bounds what we hold in memory (see report: a server
-    # may still compress, httpx then decodes chunk by chunk).
+    # Ask for an uncompressed body so max_bytes bounds memory. A server may compress anyway; httpx
+    # then inflates chunk by chunk, so a single chunk can briefly exceed max_bytes in memory.
     "Accept-Encoding": "identity",
 }
 

@@ -206,6 +206,8 @@ class Workspace:
             raise ToolError(f"content is too large: {len(data)} bytes (limit {self.max_write_bytes})")
         parts = self._parts(rel, allow_root=False)
         name = parts[-1]
+        if name.startswith(_TMP_PREFIX):
+            raise ToolError(f"file names starting with {_TMP_PREFIX!r} are reserved")
         with self._dir_fd(parts[:-1], rel, create=True) as dir_fd:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
