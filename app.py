@@ -11,14 +11,16 @@ ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
 
 import chainlit as cl  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
+from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
-from ui import chat  # noqa: E402
+from ui import chat, operator  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.render import APPROVE, REJECT, RETRY  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 restrict_origins(chainlit_config.project.allow_origins)
+operator.install(chainlit_app)
 
 
 @cl.on_app_startup

@@ -15,6 +15,7 @@ from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
+from ui import live
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
 
@@ -67,13 +68,16 @@ async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
         raise PermissionError("this thread belongs to someone else")
 
 
-def renderer() -> ChatRenderer:
-    """A renderer for this session; approval cards are shared so a later click can update them."""
+def renderer(thread_id: str | None = None) -> ChatRenderer:
+    """A renderer for this session; approval cards are shared so a later click can update them, and
+    the thread is marked as watched here so an operator's decision continues it live."""
     cards = cl.user_session.get("approval_cards")
     if cards is None:
         cards = {}
         cl.user_session.set("approval_cards", cards)
-    return ChatRenderer(cards=cards)
+    render = ChatRenderer(cards=cards)
+    live.remember(thread_id or cl.context.session.thread_id, render)
+    return render
 
 
 async def on_message(message: cl.Message) -> None:
@@ -96,11 +100,12 @@ async def on_decision(action: cl.Action, decision: str) -> None:
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    if a.status == "pending":  # not ours to decide (operator route) or refused: nothing changes
-        await cl.Message(content="This approval is waiting for an operator; nothing was changed.").send()
+    if a.status == "pending":  # routed to an operator: the user's click changes nothing
+        await cl.Message(content="This call needs an operator's decision; nothing was changed.").send()
         return
     # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
-    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(), approver=DeferredApprover())
+    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(a.thread_id),
+                          approver=DeferredApprover())
 
 
 async def on_resume(thread: dict[str, Any]) -> None:
@@ -110,7 +115,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
     owner, thread_id = _user(), str(thread.get("id"))
     if await thread_store.owner_of(rt.db, thread_id=thread_id) != owner:
         raise PermissionError("this thread belongs to someone else")
-    render = renderer()
+    render = renderer(thread_id)
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
     # Chainlit replaces the message list with the stored history right after this handler returns
     # (emitter.resume_thread), which would wipe cards sent now: send them just after that instead.
