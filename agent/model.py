@@ -24,6 +24,7 @@ class ModelResult:
     usage: TokenUsage
     ttft_ms: float | None
     latency_ms: float
+    retries: int = 0  # attempts the SDK retried before this one succeeded
 
 
 @dataclass
@@ -116,6 +117,7 @@ class ModelClient:
                         if on_text is not None:
                             await on_text(event.text)
                 final = await stream.get_final_message()
+                retries = int(stream.response.request.headers.get("x-stainless-retry-count", "0") or 0)
         except Exception as e:  # every failure becomes one plain, typed error carrying what arrived
             kind, message = _explain(e)
             raise ModelError(kind=kind, message=message, partial_text="".join(text_parts), partial_usage=usage,
@@ -123,4 +125,4 @@ class ModelClient:
         content = [b.model_dump(mode="json", exclude_none=True) for b in final.content]
         return ModelResult(content=content, stop_reason=final.stop_reason or "end_turn",
                            usage=usage_from(final.usage), ttft_ms=ttft,
-                           latency_ms=(time.perf_counter() - started) * 1000)
+                           latency_ms=(time.perf_counter() - started) * 1000, retries=retries)

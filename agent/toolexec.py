@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.approvals import Approved, Approver, args_digest
 from agent.events import ApprovalRequested, ApprovalResolved, EventSink, ToolFinished, ToolStarted
+from agent.trace import NULL_TRACE, TraceLog
 from store import approvals as approval_store
 from store.db import Database
 from store.values import Approval, ToolOutcome
@@ -42,6 +43,8 @@ class ToolBatch:
     result_max_chars: int
     route_for: Callable[[Tool, dict[str, Any]], str]
     card_costs: Callable[[], Awaitable[tuple[str, str]]]
+    trace: TraceLog = NULL_TRACE
+    turn_id: str = ""
     untrusted_sources: list[str] = field(default_factory=list)
     stop_turn: bool = False  # set when the batch was superseded by a new user message
     pending: list[Approval] = field(default_factory=list)  # undecided: the batch suspends
@@ -93,6 +96,8 @@ async def _execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str
         output = f"Tool error ({tool.name}): {type(e).__name__}: {str(e)[:200]}"
     ms = (time.perf_counter() - started) * 1000
     await approval_store.finish_tool_call(b.db, tool_use_id=tid, output=output, is_error=is_error, duration_ms=ms)
+    b.trace.emit("tool_call", user=b.owner, thread=b.thread_id, turn=b.turn_id, tool_use_id=tid, tool=tool.name,
+                 ms=round(ms, 3), is_error=is_error, output_chars=len(output), content=output)
     await b.emit(ToolFinished(tool_use_id=tid, name=tool.name, input=args, output=output, is_error=is_error,
                               duration_ms=ms))
     if not tool.trusted_output and tool.source_label(args) not in b.untrusted_sources:
@@ -131,6 +136,10 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
     if a.status == "pending":
         b.pending.append(a)
     else:
+        wait = ((a.decided_at or a.requested_at) - a.requested_at) * 1000
+        b.trace.emit("approval", user=b.owner, thread=b.thread_id, turn=b.turn_id, approval=a.id, tool=a.tool,
+                     route=a.route, status=a.status, decided_by=a.decided_by, wait_ms=round(wait, 3),
+                     args_digest=a.args_digest, reason_chars=len(a.reason or ""))
         await b.emit(ApprovalResolved(approval=a))
     return a
 

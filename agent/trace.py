@@ -1,0 +1,40 @@
+"""Per-turn observability: one JSON line per model call, tool call and approval decision.
+
+Lines go to the "tollgate.trace" logger (stdout with the app's logging) and, when a data dir is set,
+to `<data_dir>/trace.jsonl`. Message content is left out unless TOLLGATE_LOG_CONTENT=1: by default
+only ids, sizes, tokens, cost and times are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tollgate.trace")
+
+
+class TraceLog:
+    def __init__(self, path: Path | None = None, *, content: bool | None = None) -> None:
+        self.path = path
+        self.content = os.environ.get("TOLLGATE_LOG_CONTENT") == "1" if content is None else content
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        record = {"ts": round(time.time(), 6), "kind": kind, **fields}
+        if not self.content:
+            record.pop("content", None)
+        line = json.dumps(record, sort_keys=True, default=str)
+        log.info(line)
+        if self.path is not None:
+            with self._lock, self.path.open("a", encoding="utf-8") as f:  # one short append per event
+                f.write(line + "\n")
+
+
+NULL_TRACE = TraceLog(None, content=False)
