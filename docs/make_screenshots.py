@@ -25,6 +25,7 @@ def main() -> None:
         server = start_server(Path(tmp) / "data")
         try:
             server.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+            server.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(base_url=server.url, viewport={"width": 1100, "height": 900})
@@ -38,13 +39,26 @@ def main() -> None:
                 expect(page.get_by_text("this answer $").first).to_be_visible(timeout=20_000)
                 send(page, "list my files and search for milk")
                 expect(page.get_by_text("this answer $").nth(1)).to_be_visible(timeout=20_000)
-                send(page, "delete groceries")
+                send(page, "save a note called todo: call the bank")
                 expect(page.get_by_role("button", name="Approve")).to_be_visible(timeout=20_000)
                 page.screenshot(path=str(OUT / "screenshot-chat.png"), full_page=True)
+                page.get_by_role("button", name="Approve").click()
+                expect(page.get_by_text("this answer $").nth(2)).to_be_visible(timeout=20_000)
+                send(page, "delete groceries")
+                expect(page.get_by_text("Waiting for an operator to decide.")).to_be_visible(timeout=20_000)
+                console = browser.new_page(base_url=server.url, viewport={"width": 1100, "height": 1000})
+                console.goto("/login")
+                console.locator("#email").fill("olga")
+                console.locator("#password").fill(PASSWORD)
+                console.get_by_role("button", name="Sign In").click()
+                expect(console.locator("#chat-input")).to_be_visible(timeout=20_000)
+                console.goto("/operator")
+                expect(console.locator("[data-approval]")).to_be_visible(timeout=20_000)
+                console.screenshot(path=str(OUT / "screenshot-console.png"), full_page=True)
                 browser.close()
         finally:
             stop_server(server)
-    print(f"wrote {OUT / 'screenshot-chat.png'}")
+    print(f"wrote {OUT / 'screenshot-chat.png'} and {OUT / 'screenshot-console.png'}")
 
 
 if __name__ == "__main__":

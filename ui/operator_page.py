@@ -74,8 +74,14 @@ async function loadBudgets() {
       loadBudgets(); };
     const td1 = el('td'); td1.append(d); const td2 = el('td'); td2.append(m); const td3 = el('td'); td3.append(save);
     tr.append(td1, td2, td3); body.append(tr); } }
+async function loadUsage() {
+  const rows = await (await fetch('/operator/api/usage')).json();
+  const body = $('#usage'); body.replaceChildren();
+  for (const u of rows) { const tr = el('tr');
+    for (const v of [u.day, u.user, u.model, u.calls, u.cost_usd]) tr.append(el('td', String(v)));
+    body.append(tr); } }
 $('#audit-form').addEventListener('submit', loadAudit);
-refresh(); loadAudit(); loadBudgets();
+refresh(); loadAudit(); loadBudgets(); loadUsage();
 setInterval(refresh, 1500);
 """
 
@@ -93,6 +99,8 @@ def console(who: str) -> str:
 <table><thead><tr><th>decided (UTC)</th><th>user</th><th>tool</th><th>decision</th><th>by</th><th>reason</th>
 <th>args digest</th></tr></thead><tbody id="audit"></tbody></table>
 <h2>Spend per user per day</h2><img src="/operator/usage.svg" alt="spend per user per day">
+<table><thead><tr><th>day</th><th>user</th><th>model</th><th>calls</th><th>USD</th></tr></thead>
+<tbody id="usage"></tbody></table>
 <h2>Budgets</h2>
 <table><thead><tr><th>user</th><th>spent today (USD)</th><th>daily limit</th><th>monthly limit</th><th></th>
 </tr></thead>
@@ -120,7 +128,7 @@ def spend_chart(rows: list[SpendRow], width: int = 720, height: int = 240) -> st
     users = sorted({u for d in days for u in per_day[d]})
     top = max((sum(per_day[d].values()) for d in days), default=0) or 1
     palette = ["#f58ab0", "#7ec8e3", "#ffd166", "#06d6a0", "#b39ddb", "#ef8354"]
-    bar_w = (width - 60) / max(len(days), 1)
+    bar_w = min((width - 60) / max(len(days), 1), 60)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}">',
              f'<text class="axis" x="4" y="14" fill="#aaa" font-size="11">max ${top / 1e9:.4f}/day</text>']
     for i, day in enumerate(days):
