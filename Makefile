@@ -18,6 +18,8 @@ $(BIN)/uv: $(BIN)/python
 $(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@# The environment may set PYTHONDONTWRITEBYTECODE: compile once here, or every start recompiles (~3x slower).
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib agent tools store ui app.py cli.py >/dev/null || true
 	touch $@
 
 # Debian's chromium for the browser tests (never `playwright install`: no downloads here).

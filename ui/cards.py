@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 
 from agent.events import Notice, UsageReport
 from store.values import Approval
+from tools import ToolError, Workspace
 
 DISPLAY_OUTPUT_CHARS = 2_000
+DIFF_LINES = 40
 
 
-def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: float | None = None) -> str:
-    now = now or time.time()
+def write_diff(workspace: Workspace, args: dict[str, object]) -> str:
+    """What an approved write_file would change, as a unified diff against the current file."""
+    path, new = str(args.get("path", "")), str(args.get("content", ""))
+    try:
+        old, _ = workspace.read_text(path)
+    except ToolError:
+        old = ""
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), f"{path} (now)", f"{path} (after)", lineterm="")
+    return "\n".join(lines) or "(no change)"
+
+
+def _fence(text: str, lang: str) -> str:
+    fence = "````" if "```" in text else "```"  # content cannot close the block early
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: float | None = None,
+              diff: str | None = None) -> str:
+    now = time.time() if now is None else now
     args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
     lines = [f"**Approval needed: `{a.tool}`**", f"Risk: {a.risk or 'changes something outside the chat.'}",
-             f"```json\n{args}\n```"]
+             _fence(args, "json")]
+    if diff is not None:
+        shown = diff.splitlines()
+        hidden = len(shown) - DIFF_LINES
+        more = f"\n… {hidden} more lines (the exact arguments are above)" if hidden > 0 else ""
+        lines.append("What changes:\n" + _fence("\n".join(shown[:DIFF_LINES]), "diff") + more)
     if a.untrusted_sources:
         lines.append("⚠️ Untrusted content is in this conversation: " + ", ".join(f"`{s}`" for s in a.untrusted_sources)
                      + ". Check that *you* asked for this action.")

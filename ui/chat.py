@@ -15,6 +15,8 @@ from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
+from store.values import Approval
+from ui import cards as ui_cards
 from ui import live
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
@@ -68,6 +70,13 @@ async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
         raise PermissionError("this thread belongs to someone else")
 
 
+def _preview(a: Approval) -> str | None:
+    """For writes, the card shows the diff against the file as it is now."""
+    if a.tool != "write_file" or _runtime is None:
+        return None
+    return ui_cards.write_diff(_runtime.agent.workspace_for(a.owner), a.args)
+
+
 def renderer(thread_id: str | None = None) -> ChatRenderer:
     """A renderer for this session; approval cards are shared so a later click can update them, and
     the thread is marked as watched here so an operator's decision continues it live."""
@@ -75,7 +84,7 @@ def renderer(thread_id: str | None = None) -> ChatRenderer:
     if cards is None:
         cards = {}
         cl.user_session.set("approval_cards", cards)
-    render = ChatRenderer(cards=cards)
+    render = ChatRenderer(cards=cards, preview=_preview)
     live.remember(thread_id or cl.context.session.thread_id, render)
     return render
 
@@ -88,7 +97,7 @@ async def on_message(message: cl.Message) -> None:
                             approver=DeferredApprover())
 
 
-async def on_decision(action: cl.Action, decision: str) -> None:
+async def on_decision(action: cl.Action, decision: str, reason: str | None = None) -> None:
     rt = await runtime()
     owner = _user()
     approval_id = action.payload.get("approval_id")
@@ -96,7 +105,7 @@ async def on_decision(action: cl.Action, decision: str) -> None:
         return
     try:
         a = await approval_store.decide(rt.db, approval_id=approval_id, decision=decision, decided_by=owner,
-                                        via="chat")
+                                        via="chat", reason=reason)
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
@@ -132,6 +141,16 @@ async def on_resume(thread: dict[str, Any]) -> None:
     if pending:
         rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
                                 emit=render, approver=DeferredApprover())
+
+
+async def on_reject_with_reason(action: cl.Action) -> None:
+    """Ask for a reason (it goes to the model in the tool_result); no answer means no decision."""
+    answer = await cl.AskUserMessage(content="Why reject this call? Your reason is passed to the model.",
+                                     timeout=180, raise_on_timeout=False).send()
+    if not answer or not str(answer.get("output", "")).strip():
+        await cl.Message(content="No reason given; the approval is still waiting.").send()
+        return
+    await on_decision(action, "rejected", reason=str(answer["output"]).strip()[:500])
 
 
 async def on_retry(_action: cl.Action) -> None:

@@ -25,7 +25,7 @@ from store import usage as usage_store
 from store import users as user_store
 from store.threads import NotFound
 from store.values import Approval
-from ui import chat, live, operator_page
+from ui import cards, chat, live, operator_page
 
 router = APIRouter(prefix="/operator")
 
@@ -63,7 +63,7 @@ async def pending(who: Operator) -> list[dict[str, Any]]:
     for a in await approval_store.pending_approvals(rt.db, owner=None):
         item = _approval_json(a)
         if a.tool == "write_file":  # what will change, not just what was asked
-            item["diff"] = operator_page.write_diff(rt.agent.workspace_for(a.owner), a.args)
+            item["diff"] = cards.write_diff(rt.agent.workspace_for(a.owner), a.args)
         items.append(item)
     return items
 

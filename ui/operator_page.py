@@ -3,7 +3,6 @@ tool is escaped (server side) or set as textContent (client side): approval argu
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections import defaultdict
 from html import escape
@@ -11,7 +10,6 @@ from typing import Any
 
 from store.audit import SpendRow
 from store.values import StoredMessage
-from tools import ToolError, Workspace
 
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:0;background:#111;color:#eee}
@@ -106,17 +104,6 @@ def console(who: str) -> str:
 </tr></thead>
 <tbody id="budgets"></tbody></table>
 </main><script>{CONSOLE_JS}</script></body></html>"""
-
-
-def write_diff(workspace: Workspace, args: dict[str, Any]) -> str:
-    """What an approved write_file would change, as a unified diff against the current file."""
-    path, new = str(args.get("path", "")), str(args.get("content", ""))
-    try:
-        old, _ = workspace.read_text(path)
-    except ToolError:
-        old = ""
-    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), f"{path} (now)", f"{path} (after)", lineterm="")
-    return "\n".join(lines) or "(no change)"
 
 
 def spend_chart(rows: list[SpendRow], width: int = 720, height: int = 240) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,20 +20,24 @@ from agent.events import (
     TurnFinished,
     UsageReport,
 )
+from store.values import Approval
 from ui import cards
 from ui.streaming import DeltaBatcher
 
-APPROVE, REJECT, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_retry"
+APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
 
 
 def approval_actions(approval_id: str) -> list[cl.Action]:
     payload = {"approval_id": approval_id}
     return [cl.Action(name=APPROVE, payload=payload, label="Approve"),
-            cl.Action(name=REJECT, payload=payload, label="Reject")]
+            cl.Action(name=REJECT, payload=payload, label="Reject"),
+            cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
 
 
 class ChatRenderer:
-    def __init__(self, cards: dict[str, cl.Message] | None = None) -> None:
+    def __init__(self, cards: dict[str, cl.Message] | None = None,
+                 preview: Callable[[Approval], str | None] | None = None) -> None:
+        self._preview = preview or (lambda a: None)
         self._msg: cl.Message | None = None
         self._batcher: DeltaBatcher | None = None
         self._steps: dict[str, cl.Step] = {}
@@ -63,7 +68,8 @@ class ChatRenderer:
             case ApprovalRequested(approval=a, thread_cost_usd=cost, left_today_usd=left):
                 await self._end_message()
                 actions = approval_actions(a.id) if a.route == "user" else []
-                card = cl.Message(content=cards.card_text(a, thread_cost=cost, left_today=left), actions=actions)
+                text = cards.card_text(a, thread_cost=cost, left_today=left, diff=self._preview(a))
+                card = cl.Message(content=text, actions=actions)
                 self.cards[a.id] = card
                 await card.send()
             case ApprovalResolved(approval=a):
