@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
@@ -86,7 +86,9 @@ async def list_threads(db: Database, *, owner: str, limit: int = 50, before: flo
         stmt = stmt.where(_threads.c.updated_at < before)
     if search:
         needle = f"%{search.lower()}%"
-        hits = select(_messages.c.thread_id).where(func.lower(_messages.c.content_json).like(needle))
+        own = select(_threads.c.id).where(_threads.c.owner_id == user_id_of(owner))  # never scan others' text
+        hits = select(_messages.c.thread_id).where(_messages.c.thread_id.in_(own),
+                                                   func.lower(_messages.c.content_json).like(needle))
         stmt = stmt.where((func.lower(_threads.c.title).like(needle)) | _threads.c.id.in_(hits))
     async with db.read() as conn:
         return [_thread(r) for r in await conn.execute(stmt)]
@@ -121,16 +123,20 @@ async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
     if role not in ("user", "assistant"):
         raise ValueError(f"bad role {role!r}")
     now = time.time()
+    # One statement checks ownership, numbers the message and inserts it (hot path: every turn).
+    next_seq = (select(func.coalesce(func.max(_messages.c.seq) + 1, 0))
+                .where(_messages.c.thread_id == thread_id).scalar_subquery())
+    source = select(literal(thread_id), next_seq, literal(role),
+                    literal(json.dumps(content, ensure_ascii=False)), literal(incomplete), literal(now)).where(
+        select(_threads.c.id).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)).exists())
+    stmt = (insert(_messages).from_select(["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
+                                          source).returning(_messages.c.seq))
     async with db.write() as conn:
-        await _owned(conn, owner, thread_id)
-        last = (await conn.execute(select(func.max(_messages.c.seq))
-                                   .where(_messages.c.thread_id == thread_id))).scalar()
-        seq = 0 if last is None else int(last) + 1
-        await conn.execute(insert(_messages).values(
-            thread_id=thread_id, seq=seq, role=role, content_json=json.dumps(content, ensure_ascii=False),
-            incomplete=incomplete, created_at=now))
+        seq = (await conn.execute(stmt)).scalar_one_or_none()
+        if seq is None:
+            raise NotFound("no such thread")
         await conn.execute(update(_threads).where(_threads.c.id == thread_id).values(updated_at=now))
-    return seq
+    return int(seq)
 
 
 async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:

@@ -1,0 +1,56 @@
+"""The store on a real SQLite file: ownership scoping, message order, search, integrity settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from store import threads as thread_store
+from store import users as user_store
+from store.threads import NotFound
+
+
+async def test_messages_are_numbered_in_order_even_when_appended_concurrently(db):
+    t = await thread_store.create_thread(db, owner="alice")
+    seqs = await asyncio.gather(*(thread_store.append_message(db, owner="alice", thread_id=t.id, role="user",
+                                                              content=[{"type": "text", "text": str(i)}])
+                                  for i in range(20)))
+    assert sorted(seqs) == list(range(20))
+    stored = await thread_store.load_messages(db, owner="alice", thread_id=t.id)
+    assert [m.seq for m in stored] == list(range(20))
+
+
+async def test_nobody_reads_or_writes_another_users_thread(db):
+    t = await thread_store.create_thread(db, owner="alice", title="alice's plans")
+    await thread_store.append_message(db, owner="alice", thread_id=t.id, role="user",
+                                      content=[{"type": "text", "text": "secret"}])
+    for attempt in (
+        thread_store.load_messages(db, owner="bob", thread_id=t.id),
+        thread_store.get_thread(db, owner="bob", thread_id=t.id),
+        thread_store.append_message(db, owner="bob", thread_id=t.id, role="user", content=[]),
+        thread_store.rename_thread(db, owner="bob", thread_id=t.id, title="pwned"),
+        thread_store.delete_thread(db, owner="bob", thread_id=t.id),
+    ):
+        with pytest.raises(NotFound):
+            await attempt
+    assert await thread_store.list_threads(db, owner="bob") == []
+    assert await thread_store.list_threads(db, owner="bob", search="secret") == []
+    assert not await thread_store.ensure_thread(db, owner="bob", thread_id=t.id)
+    assert [x.title for x in await thread_store.list_threads(db, owner="alice", search="SECRET")] == ["alice's plans"]
+    assert len(await thread_store.load_messages(db, owner="alice", thread_id=t.id)) == 1
+
+
+async def test_users_passwords_are_hashed_and_checked(db):
+    assert await user_store.authenticate(db, name="alice", password="alice-pw") is not None
+    assert await user_store.authenticate(db, name="alice", password="wrong") is None
+    assert await user_store.authenticate(db, name="nobody", password="alice-pw") is None
+    with pytest.raises(ValueError, match="user names"):
+        await user_store.add_user(db, name="../etc", password="long-enough")
+
+
+async def test_sqlite_runs_in_wal_with_foreign_keys(db):
+    async with db.read() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one() == "wal"
+        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one() == 1
+    assert await db.integrity_ok()
