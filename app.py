@@ -16,7 +16,7 @@ from chainlit.types import ThreadDict  # noqa: E402
 
 from ui import chat, operator  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
-from ui.render import APPROVE, REJECT, REJECT_WHY, RETRY  # noqa: E402
+from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 restrict_origins(chainlit_config.project.allow_origins)
@@ -71,6 +71,16 @@ async def reject(action: cl.Action) -> None:
 @cl.action_callback(REJECT_WHY)
 async def reject_with_reason(action: cl.Action) -> None:
     await chat.on_reject_with_reason(action)
+
+
+@cl.action_callback(APPROVE_ALWAYS)
+async def approve_always(action: cl.Action) -> None:
+    await chat.on_approve_always(action)
+
+
+@cl.action_callback(STOP_ALWAYS)
+async def stop_always(action: cl.Action) -> None:
+    await chat.on_stop_always(action)
 
 
 @cl.action_callback(RETRY)

@@ -112,9 +112,16 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
         b.db, owner=b.owner, thread_id=b.thread_id, tool_use_id=use["id"], tool=tool.name, args=args,
         args_digest=digest, risk=tool.risk, untrusted_sources=b.untrusted_sources,
         route=b.route_for(tool, args), timeout_s=b.approval_timeout_s)
-    if a.status == "pending" and a.expires_at > time.time():
+    always = (a.status == "pending" and a.route == "user" and not tool.high_risk
+              and tool.name in await approval_store.always_approved(b.db, owner=b.owner, thread_id=b.thread_id))
+    if always and not b.untrusted_sources:  # the user's standing choice; taint suspends it (below)
+        await approval_store.decide(b.db, approval_id=a.id, decision="approved", decided_by=b.owner, via="always",
+                                    reason=None)
+    elif a.status == "pending" and a.expires_at > time.time():
         thread_cost, left_today = await b.card_costs()
-        await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today))
+        await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today,
+                                       can_always=a.route == "user" and not tool.high_risk,
+                                       always_suspended=always))
         decision = None
         try:  # the deadline holds here too: an approver that never answers cannot stall the turn
             async with asyncio.timeout(max(a.expires_at - time.time(), 0.0)):
@@ -193,8 +200,10 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
         for use, _tool, _args in readonly:
             results[use["id"]] = _result(use["id"], f"Not executed: the {SUPERSEDED}.", True)
         readonly = []
+    # Read-only calls first (together), so a card lists what they brought into the context.
     async with asyncio.TaskGroup() as tg:
         ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
+    async with asyncio.TaskGroup() as tg:
         gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}
     results.update({tid: task.result() for tid, task in ro_tasks.items()})
     if b.pending:  # read-only outcomes are stored and will be replayed on resume, not re-run

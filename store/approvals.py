@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from store.db import Database
-from store.models import APPROVALS, THREADS, TOOL_CALLS, USERS
+from store.models import ALWAYS_APPROVE, APPROVALS, THREADS, TOOL_CALLS, USERS
 from store.threads import NotFound
 from store.values import Approval, ToolOutcome
 
@@ -34,7 +34,7 @@ def _approval(r: Any) -> Approval:
                     untrusted_sources=tuple(json.loads(r.untrusted_sources_json)), route=r.route,
                     status=r.status, requested_at=r.requested_at, expires_at=r.expires_at,
                     decided_at=r.decided_at, decided_by=r.decided_by, reason=r.reason,
-                    executed=r.executed_at is not None)
+                    executed=r.executed_at is not None, decided_via=r.decided_via)
 
 
 def _select() -> Any:
@@ -170,3 +170,25 @@ async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str
                                            status=r.status,
                                            output=r.output, is_error=bool(r.is_error), duration_ms=r.duration_ms)
                 for r in await conn.execute(stmt)}
+
+
+async def set_always_approve(db: Database, *, owner: str, thread_id: str, tool: str, on: bool) -> None:
+    """Turn "approve always" for a tool in one of the owner's threads on or off."""
+    async with db.write() as conn:
+        owned = await conn.execute(select(_threads.c.id).join(_users, _users.c.id == _threads.c.owner_id)
+                                   .where(_threads.c.id == thread_id, _users.c.name == owner))
+        if owned.first() is None:
+            raise NotFound("no such thread")
+        await conn.execute(delete(ALWAYS_APPROVE).where(ALWAYS_APPROVE.c.thread_id == thread_id,
+                                                        ALWAYS_APPROVE.c.tool == tool))
+        if on:
+            await conn.execute(insert(ALWAYS_APPROVE).values(thread_id=thread_id, tool=tool, created_at=time.time()))
+
+
+async def always_approved(db: Database, *, owner: str, thread_id: str) -> set[str]:
+    async with db.read() as conn:
+        rows = await conn.execute(select(ALWAYS_APPROVE.c.tool)
+                                  .join(_threads, _threads.c.id == ALWAYS_APPROVE.c.thread_id)
+                                  .join(_users, _users.c.id == _threads.c.owner_id)
+                                  .where(ALWAYS_APPROVE.c.thread_id == thread_id, _users.c.name == owner))
+        return {r.tool for r in rows}

@@ -167,6 +167,15 @@ class ContextSummaryRow(SQLModel, table=True):
     created_at: float
 
 
+class AlwaysApproveRow(SQLModel, table=True):
+    """A user's "approve always" for one tool in one thread (never for high-risk tools)."""
+
+    __tablename__ = "always_approve"
+    thread_id: str = Field(foreign_key="threads.id", primary_key=True, ondelete="CASCADE")
+    tool: str = Field(primary_key=True)
+    created_at: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table behind a model: queries use Core statements, lighter than ORM sessions."""
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
@@ -181,3 +190,4 @@ MODEL_CALLS = _table(ModelCallRow)
 BUDGETS = _table(BudgetRow)
 UI_STEPS = _table(UIStepRow)
 CONTEXT_SUMMARIES = _table(ContextSummaryRow)
+ALWAYS_APPROVE = _table(AlwaysApproveRow)

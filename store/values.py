@@ -53,6 +53,7 @@ class Approval:
     decided_by: str | None
     reason: str | None
     executed: bool
+    decided_via: str | None = None  # chat | console | always | system
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def _fence(text: str, lang: str) -> str:
 
 
 def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: float | None = None,
-              diff: str | None = None) -> str:
+              diff: str | None = None, always_suspended: bool = False) -> str:
     now = time.time() if now is None else now
     args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
     lines = [f"**Approval needed: `{a.tool}`**", f"Risk: {a.risk or 'changes something outside the chat.'}",
@@ -44,6 +44,9 @@ def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: 
     if a.untrusted_sources:
         lines.append("⚠️ Untrusted content is in this conversation: " + ", ".join(f"`{s}`" for s in a.untrusted_sources)
                      + ". Check that *you* asked for this action.")
+    if always_suspended:
+        lines.append(f"You chose to always approve `{a.tool}` here, but that is suspended while untrusted content "
+                     "is in this thread: decide this one yourself.")
     if thread_cost or left_today:
         lines.append(f"This thread has cost {thread_cost}; {left_today} left today.")
     if a.route == "operator":
@@ -58,6 +61,8 @@ def outcome_text(a: Approval) -> str:
     heads = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired — not run"}
     head = heads.get(a.status, a.status)
     who = f" by {a.decided_by}" if a.decided_by and a.status != "expired" else ""
+    if a.decided_via == "always":
+        who = f" automatically (you chose to always approve `{a.tool}` in this thread)"
     why = f" — {a.reason}" if a.reason and a.status != "approved" else ""
     return f"{head}{who}{why}: `{a.tool}`\n```json\n{args}\n```"
 

@@ -97,7 +97,40 @@ async def on_message(message: cl.Message) -> None:
                             approver=DeferredApprover())
 
 
-async def on_decision(action: cl.Action, decision: str, reason: str | None = None) -> None:
+async def on_approve_always(action: cl.Action) -> None:
+    """Approve this call and future calls of the same tool in this thread (not offered for high-risk
+    tools; suspended by the loop whenever untrusted content is in the thread)."""
+    rt = await runtime()
+    approval_id = action.payload.get("approval_id")
+    if not isinstance(approval_id, str):
+        return
+    try:
+        a = await approval_store.get_approval(rt.db, approval_id=approval_id, viewer=_user())
+        tool = rt.agent.deps.registry.get(a.tool)
+        if tool is None or tool.high_risk or a.route != "user":
+            await cl.Message(content=f"`{a.tool}` cannot be approved always; decide each call.").send()
+            return
+        await approval_store.set_always_approve(rt.db, owner=a.owner, thread_id=a.thread_id, tool=a.tool, on=True)
+    except NotFound:
+        await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
+        return
+    await on_decision(action, "approved", via="always")
+
+
+async def on_stop_always(action: cl.Action) -> None:
+    rt = await runtime()
+    thread_id, tool = action.payload.get("thread_id"), action.payload.get("tool")
+    if not isinstance(thread_id, str) or not isinstance(tool, str):
+        return
+    try:
+        await approval_store.set_always_approve(rt.db, owner=_user(), thread_id=thread_id, tool=tool, on=False)
+    except NotFound:
+        return
+    await action.remove()
+    await cl.Message(content=f"`{tool}` will ask again before it runs in this thread.").send()
+
+
+async def on_decision(action: cl.Action, decision: str, reason: str | None = None, via: str = "chat") -> None:
     rt = await runtime()
     owner = _user()
     approval_id = action.payload.get("approval_id")
@@ -105,7 +138,7 @@ async def on_decision(action: cl.Action, decision: str, reason: str | None = Non
         return
     try:
         a = await approval_store.decide(rt.db, approval_id=approval_id, decision=decision, decided_by=owner,
-                                        via="chat", reason=reason)
+                                        via=via, reason=reason)
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return

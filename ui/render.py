@@ -25,13 +25,17 @@ from ui import cards
 from ui.streaming import DeltaBatcher
 
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
+APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
 
 
-def approval_actions(approval_id: str) -> list[cl.Action]:
+def approval_actions(approval_id: str, *, can_always: bool = False) -> list[cl.Action]:
     payload = {"approval_id": approval_id}
-    return [cl.Action(name=APPROVE, payload=payload, label="Approve"),
-            cl.Action(name=REJECT, payload=payload, label="Reject"),
-            cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
+    actions = [cl.Action(name=APPROVE, payload=payload, label="Approve"),
+               cl.Action(name=REJECT, payload=payload, label="Reject"),
+               cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
+    if can_always:
+        actions.append(cl.Action(name=APPROVE_ALWAYS, payload=payload, label="Approve always in this thread"))
+    return actions
 
 
 class ChatRenderer:
@@ -65,15 +69,21 @@ class ChatRenderer:
                     step.is_error = is_error
                     step.end = datetime.now(UTC).isoformat()
                     await step.update()
-            case ApprovalRequested(approval=a, thread_cost_usd=cost, left_today_usd=left):
+            case ApprovalRequested(approval=a, thread_cost_usd=cost, left_today_usd=left) as req:
                 await self._end_message()
-                actions = approval_actions(a.id) if a.route == "user" else []
-                text = cards.card_text(a, thread_cost=cost, left_today=left, diff=self._preview(a))
+                actions = approval_actions(a.id, can_always=req.can_always) if a.route == "user" else []
+                text = cards.card_text(a, thread_cost=cost, left_today=left, diff=self._preview(a),
+                                       always_suspended=req.always_suspended)
                 card = cl.Message(content=text, actions=actions)
                 self.cards[a.id] = card
                 await card.send()
             case ApprovalResolved(approval=a):
-                await resolve_card(self.cards.pop(a.id, None), cards.outcome_text(a))
+                card = self.cards.pop(a.id, None)
+                await resolve_card(card, cards.outcome_text(a))
+                if a.decided_via == "always":
+                    stop = cl.Action(name=STOP_ALWAYS, payload={"thread_id": a.thread_id, "tool": a.tool},
+                                     label=f"Stop auto-approving {a.tool}")
+                    await cl.Message(content=f"`{a.tool}` runs without asking in this thread.", actions=[stop]).send()
             case Notice() as n:
                 await self._end_message()
                 actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []
