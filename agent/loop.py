@@ -32,7 +32,7 @@ from store import threads as thread_store
 from store.db import Database
 from store.usage import TokenUsage
 from store.values import StoredMessage
-from tools import Tool, ToolContext, ToolRegistry, Workspace
+from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
 
@@ -45,6 +45,7 @@ class AgentDeps:
     registry: ToolRegistry
     budget: Budget
     route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
+    fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 @dataclass
@@ -195,7 +196,8 @@ class Agent:
         d = self.deps
         batch = ToolBatch(
             db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
-            ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id),
+            ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id,
+                            fetch_policy=d.fetch_policy),
             approver=approver, emit=lambda e: _safe(emit, e),
             approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id))

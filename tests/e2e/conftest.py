@@ -22,6 +22,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "correct horse"
+expect.set_options(timeout=20_000)  # a shared 2-core machine: allow for load, the waits are on events
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ def test_approve_runs_the_tool_and_the_agent_continues(server: Server, browser: 
     expect(page.get_by_text("Approval needed")).to_be_visible()
     expect(page.get_by_text('"path": "notes/a.txt"').first).to_be_visible()
     assert not (server.workspace("alice") / "notes" / "a.txt").exists()
-    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.locator("#step-write_file").last).to_be_visible()
     expect(page.get_by_text("Approved by alice")).to_be_visible()
     expect(page.get_by_text(re.compile(r"this answer \$"))).to_be_visible()
@@ -42,7 +42,7 @@ def test_approve_runs_the_tool_and_the_agent_continues(server: Server, browser: 
 def test_reject_does_not_run_and_the_model_is_told(server: Server, browser: Browser) -> None:
     page = login(browser, server.url, "bob")
     send(page, "save a note called b: nope")
-    page.get_by_role("button", name="Reject").click()
+    page.get_by_role("button", name="Reject", exact=True).click()
     expect(page.get_by_text("Rejected by bob")).to_be_visible()
     # The demo model answers this only when its tool_result is an is_error rejection.
     expect(page.get_by_text("I did not do that")).to_be_visible()
@@ -75,14 +75,14 @@ def test_read_only_tool_shows_a_step_without_asking(server: Server, browser: Bro
 def test_pending_approval_survives_a_reload_and_runs_once(server: Server, browser: Browser) -> None:
     page = login(browser, server.url, "alice")
     send(page, "save a note called durable: kept")
-    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_be_visible()
     expect(page).to_have_url(re.compile(r"/thread/[0-9a-f-]+$"))
     thread_url = page.url
     page.reload()
     expect(page).to_have_url(thread_url)
-    expect(page.get_by_role("button", name="Approve")).to_be_enabled()
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_be_enabled()
     assert not (server.workspace("alice") / "notes" / "durable.txt").exists()
-    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.get_by_text("Approved by alice").last).to_be_visible()
     expect(page.locator("#step-write_file").last).to_be_visible()
     assert (server.workspace("alice") / "notes" / "durable.txt").read_text() == "kept"
@@ -97,5 +97,19 @@ def test_sidebar_lists_only_my_threads(server: Server, browser: Browser) -> None
     expect(page.locator("a[href^='/thread/']").first).to_be_visible()
     titles = page.locator("a[href^='/thread/']").all_inner_texts()
     assert any("list my files" in t for t in titles)
-    assert not any("save a note" in t for t in titles)  # alice's threads never show here
+    assert not any("called a: hello" in t or "called durable" in t for t in titles)  # alice's never show here
+    page.context.close()
+
+
+def test_injected_instruction_is_stopped_at_the_card(server: Server, browser: Browser) -> None:
+    """The starter seeds a booby-trapped file; the demo model obeys it (worst case); the gate holds."""
+    page = login(browser, server.url, "bob")
+    page.get_by_text("Try a prompt injection").click()
+    expect(page.get_by_text("Approval needed")).to_be_visible()
+    expect(page.get_by_text("Untrusted content is in this conversation")).to_be_visible()
+    expect(page.get_by_text("read_file:notes/injection-demo.txt").first).to_be_visible()
+    before = (server.workspace("bob") / "notes" / "groceries.txt").read_text()
+    page.get_by_role("button", name="Reject", exact=True).click()
+    expect(page.get_by_text("Rejected by bob")).to_be_visible()
+    assert (server.workspace("bob") / "notes" / "groceries.txt").read_text() == before == "milk, eggs, bread\n"
     page.context.close()

@@ -59,11 +59,11 @@ def test_operator_approves_live_and_the_users_chat_continues(server: Server, bro
     user = login(browser, server.url, "alice")
     send(user, "delete groceries")
     expect(user.get_by_text("Waiting for an operator to decide.")).to_be_visible()
-    expect(user.get_by_role("button", name="Approve")).to_have_count(0)  # not the user's to decide
+    expect(user.get_by_role("button", name="Approve", exact=True)).to_have_count(0)  # not the user's to decide
     card = console.locator("[data-approval]").filter(has_text="delete_file — alice")
     expect(card).to_be_visible()  # arrived without a reload
     expect(card).to_contain_text("notes/groceries.txt")
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Approve", exact=True).click()
     expect(user.get_by_text("Approved by olga")).to_be_visible()  # the user's chat goes on by itself
     expect(user.locator("#step-delete_file").last).to_be_visible()
     assert not (notes / "groceries.txt").exists()
@@ -82,7 +82,7 @@ def test_operator_rejects_with_a_reason_the_model_sees(server: Server, browser: 
     card = console.locator("[data-approval]").filter(has_text="notes/keepme.txt")
     expect(card).to_be_visible()
     card.get_by_placeholder("reason (sent to the model)").fill("not allowed on Mondays")
-    card.get_by_role("button", name="Reject").click()
+    card.get_by_role("button", name="Reject", exact=True).click()
     expect(user.get_by_text(re.compile("Rejected by olga — not allowed on Mondays"))).to_be_visible()
     expect(user.get_by_text("I did not do that")).to_be_visible()
     assert (notes / "keepme.txt").read_text() == "precious"
