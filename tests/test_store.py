@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
+from tests.conftest import APPROVE_ALL, Recorder
 
 
 async def test_messages_are_numbered_in_order_even_when_appended_concurrently(db):
@@ -54,3 +57,29 @@ async def test_sqlite_runs_in_wal_with_foreign_keys(db):
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one() == 1
     assert await db.integrity_ok()
+
+
+async def test_no_model_request_mixes_two_users_content(make_harness):
+    def answer(request):
+        return Reply(blocks=(TextBlock("ok"),))
+
+    read = Reply(blocks=(ToolUseBlock("read_file", {"path": "secret.txt"}),), stop_reason="tool_use")
+    h = make_harness([read, read, answer, answer, answer, answer])
+    for user in ("alice", "bob"):
+        h.workspace(user).mkdir(parents=True, exist_ok=True)
+        (h.workspace(user) / "secret.txt").write_text(f"{user}-file-secret")
+    threads = {u: await h.thread(u) for u in ("alice", "bob")}
+    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text=f"{u}-typed-secret", emit=Recorder(),
+                                            approver=APPROVE_ALL) for u in ("alice", "bob")))
+    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text="again", emit=Recorder(),
+                                            approver=APPROVE_ALL) for u in ("alice", "bob")))
+    h.brain.assert_done()
+    for request in h.brain.requests:
+        body = json.dumps(request)
+        mine = {u for u in ("alice", "bob") if f"{u}-typed-secret" in body}
+        assert len(mine) == 1
+        other = ({"alice", "bob"} - mine).pop()
+        assert f"{other}-file-secret" not in body and f"{other}-typed-secret" not in body
+        [me] = mine
+        if "tool_result" in body:
+            assert f"{me}-file-secret" in body  # each read its own workspace
