@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,9 +33,16 @@ class Settings(BaseSettings):
     max_user_message_chars: int = Field(default=20_000, ge=1)
     # Prompt caching: "5m" or "1h"
     cache_ttl: str = Field(default="5m", pattern="^(5m|1h)$")
+    # Where breakpoints go: none | system (tools+system only) | incremental (also the newest message).
+    # Anything but "incremental" is for cost comparisons (bench/cost_curve.py).
+    cache_strategy: Literal["none", "system", "incremental"] = "incremental"
     # Context compression: summarise the middle once the prompt would pass this many tokens.
+    # 20k (docs/cost-curve.md): 10k saved another ~15% there but compressed ~3x as often, and each
+    # compression drops detail and rewrites the cache; without compression 100 turns cost 1.8x as much.
+    compress_enabled: bool = True
     compress_above_tokens: int = Field(default=20_000, ge=1_000)
     compress_keep_last: int = Field(default=6, ge=2)
+    summary_max_tokens: int = Field(default=1024, ge=64, le=8_192)
 
     @property
     def workspaces_dir(self) -> Path:

@@ -11,7 +11,7 @@ import re
 import threading
 from typing import Any, Literal
 
-from .intents import find_injected_goal, parse_commands
+from .intents import find_injected_goal, is_summary_request, parse_commands, summarise_transcript
 from .replies import Fault, Reply, TextBlock, ToolUseBlock
 from .tokens import canonical_json
 
@@ -98,7 +98,10 @@ class DemoBrain:
         )
         if results:
             return self._after_tools(request, messages, results)
-        return self._for_text(request, _text_of(content))
+        text = _text_of(content)
+        if is_summary_request(text):  # the app's context compression; markers inside are only quoted
+            return Reply((TextBlock(summarise_transcript(text)),))
+        return self._for_text(request, text)
 
     # --- a user's message -------------------------------------------------------------------------
     def _for_text(self, request: dict[str, Any], text: str) -> Reply:

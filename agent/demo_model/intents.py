@@ -10,7 +10,7 @@ import re
 
 from .replies import ToolUseBlock
 
-__all__ = ["find_injected_goal", "note_path", "parse_commands"]
+__all__ = ["find_injected_goal", "is_summary_request", "note_path", "parse_commands", "summarise_transcript"]
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 _VERBS = (
@@ -116,3 +116,45 @@ def find_injected_goal(text: str) -> ToolUseBlock | None:
         if m := pattern.search(text):
             found.append((m.start(), order, _goal(kind, m)))
     return min(found, key=lambda f: (f[0], f[1]))[2] if found else None
+
+
+# --- summaries: the app's compression asks the (cheaper) model to summarise a transcript -----------------
+SUMMARY_REQUEST = "summarise the following conversation"
+_CALLED = re.compile(r"^Assistant called (\w+)\((.*)\)$")
+_PATH = re.compile(r'"path": "([^"]+)"')
+
+
+def is_summary_request(text: str) -> bool:
+    return text.lstrip().lower().startswith(SUMMARY_REQUEST)
+
+
+def summarise_transcript(text: str) -> str:
+    """A deterministic, bounded summary of the transcript lines the app sends ("User: ...",
+    "Assistant called name({...})"). It never calls tools and ignores markers and injected text."""
+    asks: list[str] = []
+    calls: dict[str, int] = {}
+    paths: list[str] = []
+    earlier = ""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Earlier summary:") and i + 1 < len(lines):
+            earlier, shorter = "", lines[i + 1]
+            while shorter != earlier:  # keep one level of "before that", not a growing chain
+                earlier, shorter = shorter, shorter.lstrip("- ").removeprefix("Before that:").strip()
+        elif line.startswith("User: "):
+            asks.append(" ".join(line[6:].split())[:60])
+        elif m := _CALLED.match(line):
+            calls[m[1]] = calls.get(m[1], 0) + 1
+            paths += [p for p in _PATH.findall(m[2]) if p not in paths]
+    out = []
+    if earlier:
+        out.append(f"- Before that: {earlier[:200]}")
+    if asks:
+        shown = "; ".join(f'"{a}"' for a in asks[-6:])
+        plural = "s" if len(asks) != 1 else ""
+        out.append(f"- The user made {len(asks)} request{plural}, most recently: {shown}.")
+    if calls:
+        out.append("- Tools used: " + ", ".join(f"{n} ×{c}" for n, c in sorted(calls.items())) + ".")
+    if paths:
+        out.append("- Files involved: " + ", ".join(paths[:8]) + (" and others." if len(paths) > 8 else "."))
+    return "\n".join(out) or "- Nothing of note happened."
