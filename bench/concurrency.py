@@ -21,10 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import NoApprover, NullSink, machine, make_bench, pct, table  # noqa: E402
-
-from agent.demo_model import DemoSettings, Reply, TextBlock, ToolUseBlock  # noqa: E402
-from store import threads as thread_store  # noqa: E402
+from agent.demo_model import DemoSettings, Reply, TextBlock, ToolUseBlock
+from bench._common import NoApprover, NullSink, machine, make_bench, pct, table
+from store import threads as thread_store
 
 MESSAGES = 5
 USERS = 10

@@ -20,16 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import machine, median, pct, rss_mb, table  # noqa: E402
+from sqlalchemy import insert
 
-from sqlalchemy import insert  # noqa: E402
-
-from agent.config import Settings  # noqa: E402
-from store import threads as thread_store  # noqa: E402
-from store import users as user_store  # noqa: E402
-from store.models import MESSAGES, THREADS, UI_STEPS  # noqa: E402
-from ui.datalayer import StoreDataLayer  # noqa: E402
-from ui.runtime import build_runtime  # noqa: E402
+from agent.config import Settings
+from bench._common import machine, median, pct, rss_mb, table
+from store import threads as thread_store
+from store import users as user_store
+from store.models import MESSAGES, THREADS, UI_STEPS
+from ui.datalayer import StoreDataLayer
+from ui.runtime import build_runtime
 
 N_MESSAGES = 1000
 N_THREADS = 10_000

@@ -15,10 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import NoApprover, NullSink, machine, make_bench, median, table  # noqa: E402
-
-from agent.demo_model import DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock  # noqa: E402
-from tools import ToolContext, ToolRegistry, default_registry, tool  # noqa: E402
+from agent.demo_model import DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
+from bench._common import NoApprover, NullSink, machine, make_bench, median, table
+from tools import ToolContext, ToolRegistry, default_registry, tool
 
 TOOL_S = 0.2
 REPS = 5

@@ -24,13 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import machine, pct, table  # noqa: E402
-
-from store import threads as thread_store  # noqa: E402
-from store import usage as usage_store  # noqa: E402
-from store import users as user_store  # noqa: E402
-from store.db import Database  # noqa: E402
-from store.usage import SpendLimit, TokenUsage  # noqa: E402
+from bench._common import machine, pct, table
+from store import threads as thread_store
+from store import usage as usage_store
+from store import users as user_store
+from store.db import Database
+from store.usage import SpendLimit, TokenUsage
 
 ALONE_TURNS = 200
 WRITERS = 20

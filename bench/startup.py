@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, machine, median, table  # noqa: E402
-from tests.e2e.conftest import free_port  # noqa: E402
+from bench._common import ROOT, machine, median, table
+from tests.e2e.conftest import free_port
 
 BIN = Path(sys.executable).parent
 RUNS = 3

@@ -16,7 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, start_server, stop_server  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, start_server, stop_server
 
 FIRST_TOKEN_MS = 300
 RUNS = 5
