@@ -8,6 +8,7 @@ import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from agent.config import Settings
@@ -24,8 +25,8 @@ def _usd(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("amounts cannot be negative")
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"not an amount >= 0 in USD: {text!r}")
     return value
 
 
@@ -78,38 +79,69 @@ async def users_ensure_demo(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    """A plain aligned table; numeric columns (`right`) are right-aligned."""
+    right = right or set()
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+async def _known(db: Database, name: str) -> bool:
+    if any(u.name == name for u in await user_store.list_users(db)):
+        return True
+    print(f"error: no user {name!r}", file=sys.stderr)
+    return False
+
+
 async def budget_set(db: Database, args: argparse.Namespace) -> int:
+    if not await _known(db, args.name):
+        return 1
     daily, monthly = await usage_store.get_budget(db, user=args.name)
     if args.daily is not None:
-        daily = to_nano(args.daily)
+        daily = None if args.daily == "default" else to_nano(args.daily)
     if args.monthly is not None:
-        monthly = to_nano(args.monthly)
-    try:
-        await usage_store.set_budget(db, user=args.name, daily_nanousd=daily, monthly_nanousd=monthly)
-    except LookupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        monthly = None if args.monthly == "default" else to_nano(args.monthly)
+    await usage_store.set_budget(db, user=args.name, daily_nanousd=daily, monthly_nanousd=monthly)
     return await budget_show(db, args)
 
 
 async def budget_show(db: Database, args: argparse.Namespace) -> int:
     s = Settings()
+    if args.name and not await _known(db, args.name):
+        return 1
     names = [args.name] if args.name else [u.name for u in await user_store.list_users(db)]
-    rows = []
+    rows: list[dict[str, str]] = []
     for name in names:
-        daily, monthly = await usage_store.get_budget(db, user=name)
-        daily = daily if daily is not None else to_nano(s.user_daily_usd)
-        monthly = monthly if monthly is not None else to_nano(s.user_monthly_usd)
+        own_daily, own_monthly = await usage_store.get_budget(db, user=name)
+        daily = own_daily if own_daily is not None else to_nano(s.user_daily_usd)
+        monthly = own_monthly if own_monthly is not None else to_nano(s.user_monthly_usd)
+        # Spend includes what running calls hold: that is what the next reservation is checked against.
         today = await usage_store.spent(db, scope="user_day", user=name)
         month = await usage_store.spent(db, scope="user_month", user=name)
-        rows.append({"user": name, "today": str(from_nano(today)), "daily_limit": str(from_nano(daily)),
-                     "month": str(from_nano(month)), "monthly_limit": str(from_nano(monthly))})
+        rows.append({"user": name, "today_usd": str(from_nano(today)), "daily_limit_usd": str(from_nano(daily)),
+                     "daily_left_usd": str(from_nano(max(daily - today, 0))),
+                     "daily_limit_is": "set" if own_daily is not None else "default",
+                     "month_usd": str(from_nano(month)), "monthly_limit_usd": str(from_nano(monthly)),
+                     "monthly_left_usd": str(from_nano(max(monthly - month, 0))),
+                     "monthly_limit_is": "set" if own_monthly is not None else "default"})
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        print("user\ttoday\tdaily limit\tmonth\tmonthly limit")
-        for r in rows:
-            print("\t".join(fmt_usd(to_nano(Decimal(r[k]))) if k != "user" else r[k] for k in r))
+        return 0
+
+    def money(r: dict[str, str], k: str) -> str:
+        return fmt_usd(to_nano(Decimal(r[k])))
+
+    print(_table(["user", "today", "daily limit", "left today", "month", "monthly limit", "left this month"],
+                 [[r["user"], money(r, "today_usd"),
+                   money(r, "daily_limit_usd") + (" (default)" if r["daily_limit_is"] == "default" else ""),
+                   money(r, "daily_left_usd"), money(r, "month_usd"),
+                   money(r, "monthly_limit_usd") + (" (default)" if r["monthly_limit_is"] == "default" else ""),
+                   money(r, "monthly_left_usd")] for r in rows], right={1, 2, 3, 4, 5, 6}))
     return 0
 
 
@@ -120,11 +152,25 @@ async def usage(db: Database, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{args.by}\tcalls\tinput\toutput\tcache write\tcache read\tcost")
-    for r in rows:
-        print(f"{r['key']}\t{r['calls']}\t{r['input_tokens']}\t{r['output_tokens']}\t{r['cache_write']}\t"
-              f"{r['cache_read']}\t${Decimal(r['cost_usd']):.6f}")
+    cols = ("calls", "input_tokens", "output_tokens", "cache_write", "cache_read")
+    body = [[str(r["key"] if r["key"] is not None else "-"), *(f"{int(r[c] or 0):,}" for c in cols),
+             f"${Decimal(r['cost_usd']):.6f}"] for r in rows]
+    total = [sum(int(r[c] or 0) for r in rows) for c in cols]
+    body.append(["total", *(f"{t:,}" for t in total), f"${sum(Decimal(r['cost_usd']) for r in rows):.6f}"])
+    print(_table([args.by, "calls", "input", "output", "cache write", "cache read", "cost"], body,
+                 right={1, 2, 3, 4, 5, 6}))
     return 0
+
+
+def _amount_or_default(text: str) -> Decimal | str:
+    return "default" if text == "default" else _usd(text)
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -144,8 +190,8 @@ def parser() -> argparse.ArgumentParser:
     budget = sub.add_parser("budget", help="per-user limits").add_subparsers(dest="action", required=True)
     bset = budget.add_parser("set")
     bset.add_argument("name")
-    bset.add_argument("--daily", type=_usd, help="USD per UTC day")
-    bset.add_argument("--monthly", type=_usd, help="USD per UTC month")
+    bset.add_argument("--daily", type=_amount_or_default, help="USD per UTC day, or 'default'")
+    bset.add_argument("--monthly", type=_amount_or_default, help="USD per UTC month, or 'default'")
     bset.add_argument("--json", action="store_true")
     bset.set_defaults(fn=budget_set)
     bshow = budget.add_parser("show")
@@ -154,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
     bshow.set_defaults(fn=budget_show)
     use = sub.add_parser("usage", help="what model calls cost")
     use.add_argument("--user")
-    use.add_argument("--since", help="first UTC day, YYYY-MM-DD")
+    use.add_argument("--since", type=_day, help="first UTC day, YYYY-MM-DD")
     use.add_argument("--by", choices=("user", "day", "model", "thread"), default="user")
     use.add_argument("--json", action="store_true")
     use.set_defaults(fn=usage)
@@ -173,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
             await db.close()
 
     return asyncio.run(run())
-
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ can stop cleanly and tell the user what was spent, what remains and when it rese
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -17,13 +19,15 @@ from store.db import Database
 from store.usage import LimitReached, SpendLimit, TokenUsage
 
 _MONEY_SCOPES = ("user_day", "user_month", "global_day", "thread_usd")
+log = logging.getLogger("tollgate.budget")
 
 
 class BudgetExceeded(Exception):
-    def __init__(self, limit: SpendLimit, used: int, needed: int) -> None:
+    def __init__(self, limit: SpendLimit, used: int, needed: int, in_flight: int = 0) -> None:
         self.limit = limit
-        self.used = used
+        self.used = used  # settled spend plus what calls still running hold
         self.needed = needed
+        self.in_flight = in_flight  # the part of `used` held by calls still running
         super().__init__(self.user_message())
 
     @property
@@ -33,7 +37,9 @@ class BudgetExceeded(Exception):
     def _amount(self, n: int) -> str:
         if self.limit.scope in _MONEY_SCOPES:
             return fmt_usd(n)
-        return f"{n:,} {'tokens' if self.limit.scope == 'thread_tokens' else 'model calls'}"
+        if self.limit.scope == "thread_tokens":
+            return f"{n:,} tokens"
+        return f"{n:,} model call{'' if n == 1 else 's'}"
 
     def resets(self) -> str:
         now = datetime.now(UTC)
@@ -49,9 +55,14 @@ class BudgetExceeded(Exception):
 
     def user_message(self) -> str:
         left = max(self.limit.cap - self.used, 0)
+        # Calls still running will usually settle below what they hold, so the user can retry sooner.
+        held = (f" ({self._amount(self.in_flight)} of it held by calls still running: try again when they finish)"
+                if self.in_flight else "")
+        never = (" One call needs more than the whole limit, so an operator must raise it."
+                 if self.needed > self.limit.cap else "")
         return (f"Stopped: the {self.limit.name} would be exceeded. Used {self._amount(self.used)} of "
-                f"{self._amount(self.limit.cap)}; {self._amount(left)} left, the next call needs up to "
-                f"{self._amount(self.needed)}. It {self.resets()}.")
+                f"{self._amount(self.limit.cap)}{held}; {self._amount(left)} left, the next call needs up to "
+                f"{self._amount(self.needed)}. It {self.resets()}.{never}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Reservation:
     key: str
     model: str
     nanousd: int
+    on: date  # the UTC day the call was reserved: its price and its spend day, even across midnight
 
 
 class Budget:
@@ -87,7 +99,8 @@ class Budget:
 
     async def reserve(self, *, user: str, thread_id: str | None, turn_id: str, model: str, purpose: str,
                       prompt_tokens: int, max_tokens: int, calls_this_turn_cap: int | None = None) -> Reservation:
-        today = datetime.now(UTC).date()
+        now = time.time()
+        today = datetime.fromtimestamp(now, UTC).date()
         worst = to_nano(self.prices.worst_case_usd(model, prompt_tokens=prompt_tokens,
                                                    max_output_tokens=max_tokens, on=today))
         limits = await self.limits_for(user=user, thread_id=thread_id)
@@ -96,28 +109,37 @@ class Budget:
         try:
             key = await usage_store.reserve(self.db, user=user, thread_id=thread_id, turn_id=turn_id, model=model,
                                             purpose=purpose, amount_nanousd=worst,
-                                            tokens=prompt_tokens + max_tokens, limits=limits)
+                                            tokens=prompt_tokens + max_tokens, limits=limits, now=now)
         except LimitReached as e:
             needed = {"thread_tokens": prompt_tokens + max_tokens, "thread_calls": 1,
                       "turn_calls": 1}.get(e.limit.scope, worst)
-            raise BudgetExceeded(e.limit, e.used, needed) from None
-        return Reservation(key=key, model=model, nanousd=worst)
+            raise BudgetExceeded(e.limit, e.used, needed, e.in_flight) from None
+        return Reservation(key=key, model=model, nanousd=worst, on=today)
 
     def cost_nano(self, model: str, usage: TokenUsage, on: date | None = None) -> int:
         return to_nano(self.prices.cost_usd(model, usage, on or datetime.now(UTC).date()))
 
     async def settle(self, r: Reservation, usage: TokenUsage, *, stop_reason: str | None,
                      ttft_ms: float | None, latency_ms: float) -> int:
-        cost = self.cost_nano(r.model, usage)
-        await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, stop_reason=stop_reason,
-                                 ttft_ms=ttft_ms, latency_ms=latency_ms)
-        return cost
+        return await self._close(r, usage, status="settled", stop_reason=stop_reason, ttft_ms=ttft_ms,
+                                 latency_ms=latency_ms)
 
     async def release(self, r: Reservation, usage: TokenUsage, *, error: str, latency_ms: float) -> int:
         """A failed call: charge whatever usage the API reported before it failed, free the rest."""
-        cost = self.cost_nano(r.model, usage)
-        await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, status="released",
-                                 error=error[:500], latency_ms=latency_ms)
+        return await self._close(r, usage, status="released", error=error[:500], latency_ms=latency_ms)
+
+    async def _close(self, r: Reservation, usage: TokenUsage, *, status: str, stop_reason: str | None = None,
+                     ttft_ms: float | None = None, error: str | None = None, latency_ms: float) -> int:
+        cost = self.cost_nano(r.model, usage, r.on)
+        if cost > r.nanousd:
+            # Only possible if the prompt estimate was too low: the limits may be overrun by the difference.
+            log.warning("call %s cost %s, more than its reservation of %s: the prompt estimate was too low",
+                        r.key, fmt_usd(cost), fmt_usd(r.nanousd))
+        closed = await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, status=status,
+                                          stop_reason=stop_reason, ttft_ms=ttft_ms, latency_ms=latency_ms,
+                                          error=error)
+        if not closed:
+            log.warning("reservation %s was already closed (by a restart?); its worst case stays charged", r.key)
         return cost
 
     async def daily_status(self, *, user: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -25,8 +26,9 @@ from agent.compress import ModelContext
 from agent.config import Settings
 from agent.context import tool_uses
 from agent.events import AgentEvent, AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished, UsageReport
-from agent.model import ModelClient, ModelError
+from agent.model import ModelClient, ModelError, StreamProgress
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
+from agent.trace import NULL_TRACE, TraceLog
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.db import Database
@@ -46,6 +48,7 @@ class AgentDeps:
     budget: Budget
     route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
+    trace: TraceLog = NULL_TRACE
 
 
 @dataclass
@@ -60,6 +63,13 @@ class _Turn:
 
 def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
     return TokenUsage(*(x + y for x, y in zip(a.__dict__.values(), b.__dict__.values(), strict=True)))
+
+
+def _with_streamed_output(usage: TokenUsage, text: str) -> TokenUsage:
+    """A call cut mid-stream reports output_tokens=1 (message_start); the text we received was billed,
+    so charge at least a conservative estimate of it (UTF-8 bytes / 3)."""
+    estimate = (len(text.encode()) + 2) // 3
+    return dataclasses.replace(usage, output_tokens=max(usage.output_tokens, estimate))
 
 
 def unresolved_tool_uses(messages: list[StoredMessage]) -> list[dict[str, Any]]:
@@ -200,7 +210,8 @@ class Agent:
                             fetch_policy=d.fetch_policy),
             approver=approver, emit=lambda e: _safe(emit, e),
             approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
-            route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id))
+            route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
+            turn_id=turn.id)
         results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
         if results is None:
             self._schedule_expiry(owner, thread_id, min(a.expires_at for a in batch.pending), emit, approver)
@@ -263,29 +274,35 @@ class Agent:
             turn.notices.append(Notice("budget", e.user_message()))
             turn.stop_reason = "budget"
             return False
-        text: list[str] = []
+        progress = StreamProgress()
 
         async def on_text(delta: str) -> None:
-            text.append(delta)
             await _safe(emit, TextDelta(delta))
 
         try:
             result = await d.model.stream(model=s.model, max_tokens=s.max_tokens, system=request.system,
-                                          tools=request.tools, messages=request.messages, on_text=on_text)
+                                          tools=request.tools, messages=request.messages, on_text=on_text,
+                                          progress=progress)
         except ModelError as e:
-            turn.cost_nano += await d.budget.release(reservation, e.partial_usage, error=e.message,
-                                                     latency_ms=e.latency_ms)
-            turn.usage = _add(turn.usage, e.partial_usage)
+            used = _with_streamed_output(e.partial_usage, e.partial_text)
+            cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
+            turn.cost_nano += cost
+            self._trace_call(owner, thread_id, turn, s.model, used, cost, stop_reason=None,
+                             ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind)
+            turn.usage = _add(turn.usage, used)
             turn.calls += 1
             await self._keep_partial(owner, thread_id, e.partial_text, emit)
             turn.notices.append(Notice("api_error", e.message, retryable=e.retryable))
             turn.stop_reason = "api_error"
             return False
-        except asyncio.CancelledError:  # the user pressed stop: keep what arrived, free the budget
-            await asyncio.shield(self._on_cancel(reservation, owner, thread_id, "".join(text)))
+        except asyncio.CancelledError:  # the user pressed stop: keep what arrived, charge what was reported
+            await asyncio.shield(self._on_cancel(reservation, owner, thread_id, progress))
             raise
-        turn.cost_nano += await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
-                                                ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
+        cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
+                                     ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
+        turn.cost_nano += cost
+        self._trace_call(owner, thread_id, turn, s.model, result.usage, cost, stop_reason=result.stop_reason,
+                         ttft_ms=result.ttft_ms, latency_ms=result.latency_ms, retries=result.retries, error=None)
         self.context.observe(thread_id, request, result.usage)  # counts and logs cache breaks
         turn.usage = _add(turn.usage, result.usage)
         turn.calls += 1
@@ -311,8 +328,21 @@ class Agent:
                                               content=[{"type": "text", "text": partial}], incomplete=True)
         await _safe(emit, AssistantMessageDone(text=partial, incomplete=True))
 
-    async def _on_cancel(self, reservation: Reservation, owner: str, thread_id: str, partial: str) -> None:
-        await self.deps.budget.release(reservation, TokenUsage(), error="cancelled by the user", latency_ms=0.0)
+    def _trace_call(self, owner: str, thread_id: str, turn: _Turn, model: str, u: TokenUsage, cost_nano: int, *,
+                    stop_reason: str | None, ttft_ms: float | None, latency_ms: float, retries: int | None,
+                    error: str | None) -> None:
+        self.deps.trace.emit("model_call", user=owner, thread=thread_id, turn=turn.id, model=model, purpose="chat",
+                             stop_reason=stop_reason, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                             cache_write_tokens=u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+                             cache_read_tokens=u.cache_read_tokens, cost_nanousd=cost_nano,
+                             ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), model_ms=round(latency_ms, 3),
+                             retries=retries, error=error)
+
+    async def _on_cancel(self, reservation: Reservation, owner: str, thread_id: str,
+                         progress: StreamProgress) -> None:
+        partial = "".join(progress.text)
+        await self.deps.budget.release(reservation, _with_streamed_output(progress.usage, partial),
+                                       error="cancelled by the user", latency_ms=0.0)
         if partial.strip():
             await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="assistant",
                                               content=[{"type": "text", "text": partial}], incomplete=True)

@@ -28,6 +28,14 @@ class ModelResult:
 
 
 @dataclass
+class StreamProgress:
+    """What a call has delivered so far; readable by the caller if the call is cancelled mid-stream."""
+
+    text: list[str] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+@dataclass
 class ModelError(Exception):
     kind: str  # auth | invalid_request | rate_limit | overloaded | api_error | connection | stream_cut
     message: str
@@ -96,11 +104,12 @@ class ModelClient:
 
     async def stream(self, *, model: str, max_tokens: int, system: list[dict[str, Any]],
                      tools: list[dict[str, Any]], messages: list[dict[str, Any]],
-                     on_text: Callable[[str], Awaitable[None]] | None = None) -> ModelResult:
+                     on_text: Callable[[str], Awaitable[None]] | None = None,
+                     progress: StreamProgress | None = None) -> ModelResult:
         started = time.perf_counter()
         ttft: float | None = None
-        text_parts: list[str] = []
-        usage = TokenUsage()
+        seen = progress if progress is not None else StreamProgress()
+        text_parts = seen.text
         try:
             kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "system": system,
                                       "messages": messages}
@@ -109,7 +118,7 @@ class ModelClient:
             async with self.client.messages.stream(**kwargs) as stream:
                 async for event in stream:
                     if event.type == "message_start":
-                        usage = usage_from(event.message.usage)
+                        seen.usage = usage_from(event.message.usage)
                     elif event.type == "text":
                         if ttft is None:
                             ttft = (time.perf_counter() - started) * 1000
@@ -120,7 +129,7 @@ class ModelClient:
                 retries = int(stream.response.request.headers.get("x-stainless-retry-count", "0") or 0)
         except Exception as e:  # every failure becomes one plain, typed error carrying what arrived
             kind, message = _explain(e)
-            raise ModelError(kind=kind, message=message, partial_text="".join(text_parts), partial_usage=usage,
+            raise ModelError(kind=kind, message=message, partial_text="".join(text_parts), partial_usage=seen.usage,
                              latency_ms=(time.perf_counter() - started) * 1000) from e
         content = [b.model_dump(mode="json", exclude_none=True) for b in final.content]
         return ModelResult(content=content, stop_reason=final.stop_reason or "end_turn",

@@ -52,24 +52,56 @@ class Price:
 
 
 def _rates(entry: dict[str, Any], prefix: str = "") -> Rates:
-    return Rates(**{f: Decimal(str(entry[prefix + f])) for f in _FIELDS})
+    values = {}
+    for f in _FIELDS:
+        raw = entry.get(prefix + f)
+        # Strings only: a TOML float (0.1) has already lost exactness before Decimal sees it.
+        if not isinstance(raw, str | int) or isinstance(raw, bool):
+            raise ValueError(f"{prefix + f} must be a string such as \"0.10\" (USD per million tokens)")
+        try:
+            value = Decimal(str(raw))
+        except ArithmeticError:
+            raise ValueError(f"{prefix + f} is not a number: {raw!r}") from None
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"{prefix + f} must be a finite amount >= 0, not {raw!r}")
+        values[f] = value
+    return Rates(**values)
+
+
+def _parse(e: dict[str, Any]) -> Price:
+    has_long = any(k.startswith("long_") for k in e)
+    above = e.get("long_prompt_above")
+    if has_long and not (isinstance(above, int) and above > 0):
+        raise ValueError("long-prompt rates need long_prompt_above (a positive integer)")
+    return Price(model=str(e["model"]), effective=date.fromisoformat(str(e["effective"])), base=_rates(e),
+                 long_prompt_above=above if has_long else None, long=_rates(e, "long_") if has_long else None)
 
 
 class PriceTable:
     def __init__(self, prices: list[Price]) -> None:
         self._by_model: dict[str, list[Price]] = {}
         for p in sorted(prices, key=lambda p: p.effective):
+            same_day = [q for q in self._by_model.get(p.model, []) if q.effective == p.effective]
+            if same_day:
+                raise ValueError(f"two prices for {p.model} effective {p.effective}")
             self._by_model.setdefault(p.model, []).append(p)
 
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
+        """The table from `path`, else TOLLGATE_PRICES_FILE, else the bundled prices.toml.
+
+        A malformed entry fails loudly (ValueError naming the file and entry): a mistyped price must
+        stop start-up rather than mis-charge every call."""
         path = path or Path(os.environ.get("TOLLGATE_PRICES_FILE") or DEFAULT_PRICES)
         data = tomllib.loads(path.read_text())
         prices = []
-        for e in data.get("price", []):
-            long = _rates(e, "long_") if "long_input" in e else None
-            prices.append(Price(model=e["model"], effective=date.fromisoformat(e["effective"]), base=_rates(e),
-                                long_prompt_above=e.get("long_prompt_above"), long=long))
+        for i, e in enumerate(data.get("price", [])):
+            try:
+                prices.append(_parse(e))
+            except KeyError as err:
+                raise ValueError(f"{path}: price entry {i + 1} ({e.get('model', '?')}): missing {err}") from None
+            except ValueError as err:
+                raise ValueError(f"{path}: price entry {i + 1} ({e.get('model', '?')}): {err}") from None
         return cls(prices)
 
     def models(self) -> list[str]:
@@ -109,5 +141,7 @@ def from_nano(nano: int) -> Decimal:
 
 
 def fmt_usd(nano: int) -> str:
+    """For people: 4 decimals below a dollar, cents above, rounded half up (format() would round half even)."""
     usd = from_nano(nano)
-    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+    places = Decimal("0.0001") if usd < 1 else Decimal("0.01")
+    return f"${usd.quantize(places, rounding=ROUND_HALF_UP)}"

@@ -95,7 +95,8 @@ async def _execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str
         log.exception("tool %s failed", tool.name)
         output = f"Tool error ({tool.name}): {type(e).__name__}: {str(e)[:200]}"
     ms = (time.perf_counter() - started) * 1000
-    await approval_store.finish_tool_call(b.db, tool_use_id=tid, output=output, is_error=is_error, duration_ms=ms)
+    await approval_store.finish_tool_call(b.db, thread_id=b.thread_id, tool_use_id=tid, output=output,
+                                          is_error=is_error, duration_ms=ms)
     b.trace.emit("tool_call", user=b.owner, thread=b.thread_id, turn=b.turn_id, tool_use_id=tid, tool=tool.name,
                  ms=round(ms, 3), is_error=is_error, output_chars=len(output), content=output)
     await b.emit(ToolFinished(tool_use_id=tid, name=tool.name, input=args, output=output, is_error=is_error,

@@ -52,17 +52,16 @@ async def request_approval(db: Database, *, owner: str, thread_id: str, tool_use
                                    .where(_threads.c.id == thread_id, _users.c.name == owner))
         if owned.first() is None:
             raise NotFound("no such thread")
-        existing = (await conn.execute(_select().where(_appr.c.tool_use_id == tool_use_id))).first()
+        this = (_appr.c.thread_id == thread_id, _appr.c.tool_use_id == tool_use_id)
+        existing = (await conn.execute(_select().where(*this))).first()
         if existing is not None:
-            if existing.thread_id != thread_id:
-                raise NotFound("tool_use_id belongs to another thread")
             return _approval(existing)
         await conn.execute(insert(_appr).values(
             id=uuid.uuid4().hex, thread_id=thread_id, tool_use_id=tool_use_id, tool=tool,
             args_json=json.dumps(args, sort_keys=True, ensure_ascii=False), args_digest=args_digest,
             risk=risk, untrusted_sources_json=json.dumps(sorted(set(untrusted_sources))), route=route,
             status="pending", requested_at=now, expires_at=now + timeout_s))
-        row = (await conn.execute(_select().where(_appr.c.tool_use_id == tool_use_id))).one()
+        row = (await conn.execute(_select().where(*this))).one()
     return _approval(row)
 
 
@@ -74,9 +73,9 @@ async def get_approval(db: Database, *, approval_id: str, viewer: str, viewer_is
     return _approval(row)
 
 
-async def approval_for_tool_use(db: Database, *, owner: str, tool_use_id: str) -> Approval | None:
+async def approval_for_tool_use(db: Database, *, owner: str, thread_id: str, tool_use_id: str) -> Approval | None:
     async with db.read() as conn:
-        row = (await conn.execute(_select().where(_appr.c.tool_use_id == tool_use_id,
+        row = (await conn.execute(_select().where(_appr.c.tool_use_id == tool_use_id, _appr.c.thread_id == thread_id,
                                                   _users.c.name == owner))).first()
     return _approval(row) if row else None
 
@@ -148,16 +147,18 @@ async def start_tool_call(db: Database, *, thread_id: str, tool_use_id: str, too
                           args: dict[str, Any]) -> None:
     async with db.write() as conn:
         # A row left "running" by a crash is restarted in place (only read-only calls get here twice).
-        await conn.execute(delete(_calls).where(_calls.c.tool_use_id == tool_use_id, _calls.c.status == "running"))
+        await conn.execute(delete(_calls).where(_calls.c.thread_id == thread_id, _calls.c.tool_use_id == tool_use_id,
+                                                _calls.c.status == "running"))
         await conn.execute(insert(_calls).values(thread_id=thread_id, tool_use_id=tool_use_id, tool=tool,
                                                  args_json=json.dumps(args, sort_keys=True), status="running",
                                                  output="", started_at=time.time()))
 
 
-async def finish_tool_call(db: Database, *, tool_use_id: str, output: str, is_error: bool,
+async def finish_tool_call(db: Database, *, thread_id: str, tool_use_id: str, output: str, is_error: bool,
                            duration_ms: float) -> None:
     async with db.write() as conn:
-        await conn.execute(update(_calls).where(_calls.c.tool_use_id == tool_use_id).values(
+        await conn.execute(update(_calls).where(_calls.c.thread_id == thread_id,
+                                                _calls.c.tool_use_id == tool_use_id).values(
             status="error" if is_error else "done", output=output, is_error=is_error, duration_ms=duration_ms))
 
 

@@ -49,10 +49,12 @@ class ApprovalRow(SQLModel, table=True):
     """A side-effecting tool call and its decision: the only thing that lets such a tool run."""
 
     __tablename__ = "approvals"
-    __table_args__ = (Index("ix_approvals_thread_status", "thread_id", "status"),)
+    # tool_use ids are the model's: unique per thread is all we rely on (a demo server restarts its count).
+    __table_args__ = (Index("ix_approvals_thread_status", "thread_id", "status"),
+                      UniqueConstraint("thread_id", "tool_use_id"))
     id: str = Field(primary_key=True)  # public uuid hex, carried by the card's buttons
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE")
-    tool_use_id: str = Field(unique=True)
+    tool_use_id: str
     tool: str
     args_json: str = Field(sa_column=Column(Text, nullable=False))
     args_digest: str
@@ -73,9 +75,10 @@ class ToolCallRow(SQLModel, table=True):
     """Outcome of every tool call (read-only or not); full output kept here, the UI shows a cut."""
 
     __tablename__ = "tool_calls"
+    __table_args__ = (UniqueConstraint("thread_id", "tool_use_id"),)
     id: int | None = Field(default=None, primary_key=True)
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", index=True)
-    tool_use_id: str = Field(unique=True)
+    tool_use_id: str
     tool: str
     args_json: str = Field(sa_column=Column(Text, nullable=False))
     status: str = "running"  # running | done | error

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, case, func, insert, select, update
+from sqlalchemy import Column, String, and_, bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
@@ -25,7 +25,6 @@ _calls = MODEL_CALLS
 _budgets = BUDGETS
 _users = USERS
 SCOPES = ("user_day", "user_month", "global_day", "thread_usd", "thread_tokens", "thread_calls", "turn_calls")
-_COUNT_SCOPES = ("thread_calls", "turn_calls")
 
 
 @dataclass(frozen=True)
@@ -64,50 +63,56 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 
 
-_spent_usd = func.coalesce(func.sum(case((_calls.c.status == "reserved", _calls.c.reserved_nanousd),
-                                         else_=_calls.c.cost_nanousd)), 0)
-_spent_tokens = func.coalesce(func.sum(case(
-    (_calls.c.status == "reserved", _calls.c.reserved_tokens),
-    else_=_calls.c.input_tokens + _calls.c.output_tokens + _calls.c.cache_write_5m_tokens
-    + _calls.c.cache_write_1h_tokens + _calls.c.cache_read_tokens)), 0)
+_reserved = _calls.c.status == "reserved"
+# Spend counts an open reservation at its worst case, a closed call at what it really cost.
+_MEASURES: dict[str, tuple[Any, Any]] = {  # name: (spent, held by open reservations)
+    "usd": (case((_reserved, _calls.c.reserved_nanousd), else_=_calls.c.cost_nanousd),
+            case((_reserved, _calls.c.reserved_nanousd), else_=0)),
+    "tokens": (case((_reserved, _calls.c.reserved_tokens),
+                    else_=_calls.c.input_tokens + _calls.c.output_tokens + _calls.c.cache_write_5m_tokens
+                    + _calls.c.cache_write_1h_tokens + _calls.c.cache_read_tokens),
+               case((_reserved, _calls.c.reserved_tokens), else_=0)),
+    # A call count is not given back when a call settles, so nothing is "held" there.
+    "calls": (literal(1), literal(0)),
+}
+_SCOPE_MEASURE = {"user_day": "usd", "user_month": "usd", "global_day": "usd", "thread_usd": "usd",
+                  "thread_tokens": "tokens", "thread_calls": "calls", "turn_calls": "calls"}
 
 
-_in_flight_usd = func.coalesce(func.sum(case((_calls.c.status == "reserved", _calls.c.reserved_nanousd),
-                                             else_=0)), 0)
-_in_flight_tokens = func.coalesce(func.sum(case((_calls.c.status == "reserved", _calls.c.reserved_tokens),
-                                                else_=0)), 0)
+def _usage_statement() -> Any:
+    """Every scope's (spent, held) and the user's id in ONE statement, built once with bound parameters:
+    inside a reservation each round trip to the driver's thread holds the single writer, so fewer is faster.
+    A NULL thread_id or turn_id matches nothing (SQL `= NULL`), so those scopes are then 0."""
+    c = _calls.c
+    uid = select(_users.c.id).where(_users.c.name == bindparam("user")).scalar_subquery()
+    day, first, last = (bindparam(n, type_=String) for n in ("day", "month_first", "month_last"))
+    # The month as a range of days, so it is a range scan of the (user_id, day) index, not all the user's rows.
+    in_month = and_(c.user_id == uid, c.day >= first, c.day <= last)
+    where = {"user_day": and_(c.user_id == uid, c.day == day), "user_month": in_month,
+             "global_day": c.day == day, "thread": c.thread_id == bindparam("thread_id"),
+             "turn": c.turn_id == bindparam("turn_id")}
+    cols: list[Any] = [uid.label("uid")]
+    for scope, measure in _SCOPE_MEASURE.items():
+        cond = where[scope] if scope in where else where[scope.split("_")[0]]
+        for i, part in enumerate(("spent", "held")):
+            cols.append(func.coalesce(func.sum(case((cond, _MEASURES[measure][i]), else_=0)), 0)
+                        .label(f"{scope}_{part}"))
+    # Each OR term is indexed (user_id+day, day, thread_id, turn_id): SQLite plans a MULTI-INDEX OR.
+    return select(*cols).select_from(_calls).where(or_(where["user_month"], where["global_day"], where["thread"],
+                                                       where["turn"]))
 
 
-async def _used(conn: AsyncConnection, scope: str, *, user_id: int, thread_id: str | None, turn_id: str,
-                day: str, month: str, in_flight: bool = False) -> int:
-    """Spend in `scope` (settled + reserved); with in_flight, only what open reservations hold."""
-    where: list[Any]
-    measure: Any = _in_flight_usd if in_flight else _spent_usd
-    if scope == "user_day":
-        where = [_calls.c.user_id == user_id, _calls.c.day == day]
-    elif scope == "user_month":
-        where = [_calls.c.user_id == user_id, _calls.c.month == month]
-    elif scope == "global_day":
-        where = [_calls.c.day == day]
-    elif scope in ("thread_usd", "thread_tokens", "thread_calls"):
-        where = [_calls.c.thread_id == thread_id]
-        if scope == "thread_tokens":
-            measure = _in_flight_tokens if in_flight else _spent_tokens
-        elif scope == "thread_calls":
-            measure = func.count()
-    elif scope == "turn_calls":
-        where = [_calls.c.turn_id == turn_id]
-        measure = func.count()
-    else:
-        raise ValueError(f"unknown limit scope {scope!r}")
-    return int((await conn.execute(select(measure).where(*where))).scalar_one())
+_USAGE = _usage_statement()
 
 
-async def _user_id(conn: AsyncConnection, user: str) -> int:
-    uid = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one_or_none()
-    if uid is None:
-        raise LookupError(f"no user {user!r}")
-    return int(uid)
+async def _usage(conn: AsyncConnection, *, user: str | None, thread_id: str | None, turn_id: str | None, day: str,
+                 month: str) -> tuple[int | None, dict[str, tuple[int, int]]]:
+    """(user id or None if unknown, {scope: (spent, held by open reservations)})."""
+    row = (await conn.execute(_USAGE, {"user": user, "thread_id": thread_id, "turn_id": turn_id or None, "day": day,
+                                       "month_first": f"{month}-01", "month_last": f"{month}-31"})).one()
+    m = row._mapping
+    return (None if m["uid"] is None else int(m["uid"]),
+            {s: (int(m[f"{s}_spent"]), int(m[f"{s}_held"])) for s in _SCOPE_MEASURE})
 
 
 async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: str, model: str, purpose: str,
@@ -116,15 +121,13 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
     now = time.time() if now is None else now
     day, month = utc_day(now), utc_day(now)[:7]
     async with db.write() as conn:
-        user_id = await _user_id(conn, user)
+        user_id, usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=turn_id, day=day, month=month)
+        if user_id is None:
+            raise LookupError(f"no user {user!r}")
         for limit in limits:
-            kw: dict[str, Any] = {"user_id": user_id, "thread_id": thread_id, "turn_id": turn_id, "day": day,
-                                  "month": month}
-            used = await _used(conn, limit.scope, **kw)
+            used, held = usage[limit.scope]
             need = {"thread_tokens": tokens, "thread_calls": 1, "turn_calls": 1}.get(limit.scope, amount_nanousd)
             if used + need > limit.cap:
-                # A call count is not given back when a call settles, so nothing is "held" there.
-                held = 0 if limit.scope in _COUNT_SCOPES else await _used(conn, limit.scope, **kw, in_flight=True)
                 raise LimitReached(limit, used, held)
         key = uuid.uuid4().hex
         await conn.execute(insert(_calls).values(
@@ -158,11 +161,23 @@ async def release_stale_reservations(db: Database) -> int:
 
 async def spent(db: Database, *, scope: str, user: str | None = None, thread_id: str | None = None,
                 at: float | None = None) -> int:
-    now = at or time.time()
+    """What the next reservation in `scope` is checked against: settled costs plus open reservations."""
+    if scope not in _SCOPE_MEASURE:
+        raise ValueError(f"unknown limit scope {scope!r}")
+    now = time.time() if at is None else at
     async with db.read() as conn:
-        user_id = 0 if user is None else await _user_id(conn, user)
-        return await _used(conn, scope, user_id=user_id, thread_id=thread_id, turn_id="",
-                           day=utc_day(now), month=utc_day(now)[:7])
+        user_id, usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=None, day=utc_day(now),
+                                      month=utc_day(now)[:7])
+    if user is not None and user_id is None:
+        raise LookupError(f"no user {user!r}")
+    return usage[scope][0]
+
+
+async def _user_id(conn: AsyncConnection, user: str) -> int:
+    uid = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one_or_none()
+    if uid is None:
+        raise LookupError(f"no user {user!r}")
+    return int(uid)
 
 
 async def get_budget(db: Database, *, user: str) -> tuple[int | None, int | None]:

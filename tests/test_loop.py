@@ -124,7 +124,8 @@ async def _approvals(h, tid):
     for m in await thread_store.load_messages(h.db, owner="alice", thread_id=tid):
         for b in m.content:
             if b.get("type") == "tool_use":
-                a = await approval_store.approval_for_tool_use(h.db, owner="alice", tool_use_id=b["id"])
+                a = await approval_store.approval_for_tool_use(h.db, owner="alice", thread_id=tid,
+                                                               tool_use_id=b["id"])
                 if a:
                     yield a
 
@@ -383,3 +384,18 @@ async def test_card_names_untrusted_sources_read_earlier_in_the_thread(make_harn
     [card] = rec.of(ApprovalRequested)
     assert card.approval.untrusted_sources == ("read_file:notes/trap.txt",)
     assert (h.workspace() / "notes/keep.txt").read_text() == "keep me"
+
+
+async def test_the_same_tool_use_id_in_two_threads_is_two_calls(make_harness):
+    """tool_use ids are unique per thread only (the demo server restarts its count): both calls run."""
+    steps = [Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "1"}, id="toolu_same"),),
+                   stop_reason="tool_use"), Reply(blocks=(TextBlock("ok"),))]
+    h = make_harness(steps * 2)
+    first, second = await h.thread(), await h.thread()
+    for tid in (first, second):
+        done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(),
+                                      approver=ScriptedApprover({"write_file": Approved()}))
+        assert done.stop_reason == "end_turn"
+    for tid in (first, second):
+        outcomes = await approval_store.tool_outcomes(h.db, owner="alice", thread_id=tid)
+        assert outcomes["toolu_same"].status == "done"

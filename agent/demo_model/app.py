@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 import time
 from typing import Any
 
@@ -44,6 +45,7 @@ class MessagesApp:
         self.stream_timings: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._tool_ids = itertools.count(1)
+        self._id_salt = secrets.token_hex(4)  # ids stay unique across restarts, as the real API's are
         self._aborts: set[asyncio.Event] = set()
         self.asgi = Starlette(
             routes=[
@@ -131,7 +133,7 @@ class MessagesApp:
             if isinstance(block, TextBlock):
                 content.append({"type": "text", "text": block.text})
             else:
-                tool_id = block.id or f"toolu_demo_{next(self._tool_ids)}"
+                tool_id = block.id or f"toolu_demo_{next(self._tool_ids)}_{self._id_salt}"
                 content.append({"type": "tool_use", "id": tool_id, "name": block.name, "input": block.input})
         usage = usage_json(self.cache.account(body), output_tokens(content), reply.usage_override)
         return message_json(message_id, str(body["model"]), content, reply.stop_reason, usage)

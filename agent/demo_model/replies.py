@@ -17,7 +17,7 @@ class TextBlock:
 class ToolUseBlock:
     name: str
     input: dict[str, Any]
-    id: str | None = None  # the server assigns "toolu_demo_<n>" when None
+    id: str | None = None  # the server assigns "toolu_demo_<n>_<salt>" when None
 
 
 @dataclass(frozen=True)
