@@ -18,6 +18,7 @@ from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.policy import ApprovalPolicy
 from agent.pricing import PriceTable
+from agent.trace import TraceLog
 from store import usage as usage_store
 from store.db import Database
 from tools import default_registry
@@ -58,7 +59,8 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
-                     budget=Budget(db, prices, settings), route_for=ApprovalPolicy.load().route_for)
+                     budget=Budget(db, prices, settings), route_for=ApprovalPolicy.load().route_for,
+                     trace=TraceLog(settings.data_dir / "trace.jsonl"))
     agent = Agent(deps)
     armed = await agent.recover(_nowhere, DeferredApprover())
     if armed:
