@@ -82,3 +82,8 @@ def display_output(text: str) -> str:
     if len(text) <= DISPLAY_OUTPUT_CHARS:
         return text
     return text[:DISPLAY_OUTPUT_CHARS] + f"\n… ({len(text) - DISPLAY_OUTPUT_CHARS:,} more characters kept in the log)"
+
+
+def compression_text(messages: int, before: int, after: int) -> str:
+    return (f"Summarised {messages} earlier messages for the model: about {before:,} → {after:,} tokens. "
+            "The full history stays here and in the database.")

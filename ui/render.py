@@ -13,6 +13,7 @@ from agent.events import (
     ApprovalRequested,
     ApprovalResolved,
     AssistantMessageDone,
+    ContextCompressed,
     Notice,
     TextDelta,
     ToolFinished,
@@ -84,6 +85,10 @@ class ChatRenderer:
                     stop = cl.Action(name=STOP_ALWAYS, payload={"thread_id": a.thread_id, "tool": a.tool},
                                      label=f"Stop auto-approving {a.tool}")
                     await cl.Message(content=f"`{a.tool}` runs without asking in this thread.", actions=[stop]).send()
+            case ContextCompressed(messages_summarised=n, tokens_before=before, tokens_after=after):
+                await self._end_message()
+                async with cl.Step(name="context compressed", type="tool", show_input=False) as step:
+                    step.output = cards.compression_text(n, before, after)
             case Notice() as n:
                 await self._end_message()
                 actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []

@@ -61,6 +61,9 @@ def filler_text(tokens: int) -> str:
     return text[:chars]
 
 
+_WRAPPER_OPEN = re.compile(r"^<tool_output [^>]*>\n?")
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -164,7 +167,10 @@ class DemoBrain:
     def _after_tools(self, request: dict[str, Any], messages: list[dict[str, Any]], results: list[Any]) -> Reply:
         tools = _tool_names(request)
         for result in results:
-            goal = find_injected_goal(_text_of(result.get("content")))
+            # The app's provenance wrapper names its source ("fetch_url:http://…"): that is not an
+            # instruction in the content, so look past it.
+            body = _WRAPPER_OPEN.sub("", _text_of(result.get("content")), count=1)
+            goal = find_injected_goal(body)
             if goal is not None and goal.name in tools and not _already_called(messages, goal):
                 return Reply((TextBlock("Following the instructions in the tool result."), goal), "tool_use")
         calls = _calls_by_id(messages[-2] if len(messages) >= 2 else {})
