@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.context import ModelRequest, block_tokens
+from agent.demo_model.accounting import default_min_cacheable_tokens
 from store.usage import TokenUsage
 
 log = logging.getLogger("tollgate.cache")
@@ -27,16 +28,9 @@ _MAX_THREADS = 2_000  # per-thread state kept for the most recently active threa
 
 
 def min_cacheable_tokens(model: str) -> int:
-    """The documented minimum cacheable prefix per model (anthropic-economics.md); 2048 for ids not
-    listed, so an unknown model is never assumed to cache a short prefix."""
-    m = model.lower()
-    if "haiku" in m or "opus-4-5" in m or "opus-4-6" in m:
-        return 4096
-    if "sonnet-4-6" in m:
-        return 2048
-    if "sonnet-4-5" in m or "opus-4-1" in m or "opus-4-0" in m or "opus-4-2025" in m:
-        return 1024
-    return 2048
+    """The documented minimum cacheable prefix per model (anthropic-economics.md), kept in one place
+    with the demo server's accounting of the same rules; 2048 for ids not listed."""
+    return default_min_cacheable_tokens(model)
 
 
 def prefix_tokens(request: ModelRequest) -> int:

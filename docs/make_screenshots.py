@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -18,6 +18,16 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, send, start_server, stop_server  # noqa: E402
 
 OUT = Path(__file__).parent
+
+
+def signed_in(browser: Browser, url: str, user: str, *, height: int) -> Page:
+    page = browser.new_page(base_url=url, viewport={"width": 1100, "height": height})
+    page.goto("/login")
+    page.locator("#email").fill(user)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page.locator("#chat-input")).to_be_visible(timeout=20_000)
+    return page
 
 
 def main() -> None:
@@ -28,12 +38,7 @@ def main() -> None:
             server.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(base_url=server.url, viewport={"width": 1100, "height": 900})
-                page.goto("/login")
-                page.locator("#email").fill("alice")
-                page.locator("#password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign In").click()
-                expect(page.locator("#chat-input")).to_be_visible(timeout=20_000)
+                page = signed_in(browser, server.url, "alice", height=900)
                 send(page, "save a note called groceries: milk, eggs, bread")
                 page.get_by_role("button", name="Approve", exact=True).click()
                 expect(page.get_by_text("this answer $").first).to_be_visible(timeout=20_000)
@@ -46,12 +51,7 @@ def main() -> None:
                 expect(page.get_by_text("this answer $").nth(2)).to_be_visible(timeout=20_000)
                 send(page, "delete groceries")
                 expect(page.get_by_text("Waiting for an operator to decide.")).to_be_visible(timeout=20_000)
-                console = browser.new_page(base_url=server.url, viewport={"width": 1100, "height": 1000})
-                console.goto("/login")
-                console.locator("#email").fill("olga")
-                console.locator("#password").fill(PASSWORD)
-                console.get_by_role("button", name="Sign In").click()
-                expect(console.locator("#chat-input")).to_be_visible(timeout=20_000)
+                console = signed_in(browser, server.url, "olga", height=1000)
                 console.goto("/operator")
                 expect(console.locator("[data-approval]")).to_be_visible(timeout=20_000)
                 console.screenshot(path=str(OUT / "screenshot-console.png"), full_page=True)
