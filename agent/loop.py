@@ -157,6 +157,8 @@ class Agent:
             await asyncio.sleep(max(at - time.time(), 0.0))
             try:
                 await self.resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
+            except Exception:  # e.g. the thread was deleted meanwhile: nothing left to expire
+                log.warning("deadline of thread %s could not be enforced", thread_id, exc_info=True)
             finally:
                 if self._expiry.get(thread_id) is asyncio.current_task():
                     del self._expiry[thread_id]

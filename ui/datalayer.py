@@ -69,8 +69,10 @@ class StoreDataLayer(BaseDataLayer):
     async def update_thread(self, thread_id: str, name: str | None = None, user_id: str | None = None,
                             metadata: dict[str, Any] | None = None, tags: list[str] | None = None) -> None:
         owner = _session_user() or user_id
-        if owner is None:
-            return
+        if owner is None:  # the REST rename: chainlit has checked that the caller is the author
+            owner = await thread_store.owner_of(await self._db(), thread_id=thread_id)
+            if owner is None:
+                return
         if not await self._ensure_thread(owner, thread_id):
             return
         if name:

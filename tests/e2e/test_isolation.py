@@ -152,3 +152,23 @@ async def test_bob_cannot_reach_alices_thread_or_approval(server: Server, db: Da
     assert refused == attempts
     for chat in (alice, bob):
         await chat.close()
+
+
+async def test_owner_renames_searches_and_deletes_through_the_sidebar_api(server: Server, db: Database) -> None:
+    alice = Chat(server.url, "alice")
+    await alice.login()
+    await alice.connect()
+    await alice.send("save a note called renameme: x")
+    approval_id = (await alice.wait_for(APPROVAL_ID)).group(1)
+    thread = (await approval_store.get_approval(db, approval_id=approval_id, viewer="alice")).thread_id
+    async with httpx.AsyncClient(base_url=server.url, cookies=alice.cookies) as http:
+        r = await http.put("/project/thread", json={"threadId": thread, "name": "Renamed by alice"})
+        assert r.status_code == 200
+        assert (await thread_store.get_thread(db, owner="alice", thread_id=thread)).title == "Renamed by alice"
+        found = await http.post("/project/threads", json={"pagination": {"first": 20},
+                                                         "filter": {"search": "renameme"}})
+        assert [t["id"] for t in found.json()["data"]] == [thread]
+        r = await http.request("DELETE", "/project/thread", json={"threadId": thread})
+        assert r.status_code == 200
+    assert await thread_store.owner_of(db, thread_id=thread) is None
+    await alice.close()
