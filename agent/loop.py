@@ -30,6 +30,7 @@ from agent.model import ModelClient, ModelError, StreamProgress
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog
 from store import approvals as approval_store
+from store import usage as usage_store
 from store import threads as thread_store
 from store.db import Database
 from store.usage import TokenUsage
@@ -142,7 +143,16 @@ class Agent:
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
-            return await self._drive(owner, thread_id, emit, approver, _Turn(id=uuid.uuid4().hex))
+            return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id))
+
+    async def _current_turn(self, thread_id: str) -> _Turn:
+        """A resumed turn is the same user message going on: its calls keep counting against the
+        per-message cap, so approving one call at a time cannot buy a fresh 15 calls each time."""
+        last = await usage_store.last_turn(self.deps.db, thread_id=thread_id)
+        if last is None:
+            return _Turn(id=uuid.uuid4().hex)
+        turn_id, chat_calls = last
+        return _Turn(id=turn_id, calls=chat_calls)
 
     def _cancel_expiry(self, thread_id: str) -> None:
         task = self._expiry.pop(thread_id, None)

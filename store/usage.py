@@ -221,3 +221,15 @@ async def usage_report(db: Database, *, by: str, user: str | None = None, since_
         stmt = stmt.where(_calls.c.day >= since_day)
     async with db.read() as conn:
         return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+
+async def last_turn(db: Database, *, thread_id: str) -> tuple[str, int] | None:
+    """The turn id of the thread's latest model call and how many chat calls that turn has made."""
+    async with db.read() as conn:
+        turn_id = (await conn.execute(select(MODEL_CALLS.c.turn_id).where(MODEL_CALLS.c.thread_id == thread_id)
+                                      .order_by(MODEL_CALLS.c.id.desc()).limit(1))).scalar_one_or_none()
+        if not turn_id:
+            return None
+        calls = (await conn.execute(select(func.count()).where(MODEL_CALLS.c.turn_id == turn_id,
+                                                               MODEL_CALLS.c.purpose == "chat"))).scalar_one()
+        return str(turn_id), int(calls)

@@ -399,3 +399,19 @@ async def test_the_same_tool_use_id_in_two_threads_is_two_calls(make_harness):
     for tid in (first, second):
         outcomes = await approval_store.tool_outcomes(h.db, owner="alice", thread_id=tid)
         assert outcomes["toolu_same"].status == "done"
+
+
+async def test_resumes_keep_counting_against_the_per_message_cap(make_harness):
+    write = Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use")
+    h = make_harness([write] * 3, max_calls_per_message=3)
+    tid = await h.thread()
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=DeferredApprover())
+    for _ in range(3):
+        assert done is not None and done.stop_reason == "awaiting_approval"
+        card = rec.of(ApprovalRequested)[-1]
+        await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
+                                    via="chat")
+        done = await h.agent.resume(owner="alice", thread_id=tid, emit=rec, approver=DeferredApprover())
+    h.brain.assert_done()
+    assert done is not None and done.stop_reason == "call_cap"
