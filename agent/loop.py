@@ -30,8 +30,8 @@ from agent.model import ModelClient, ModelError, StreamProgress
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog
 from store import approvals as approval_store
-from store import usage as usage_store
 from store import threads as thread_store
+from store import usage as usage_store
 from store.db import Database
 from store.usage import TokenUsage
 from store.values import StoredMessage
