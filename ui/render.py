@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,8 @@ from ui.streaming import DeltaBatcher
 
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
 APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
+# At most one socket update per interval; 0 sends every delta (only for the streaming benchmark's baseline).
+STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
 
 
 def approval_actions(approval_id: str, *, can_always: bool = False) -> list[cl.Action]:
@@ -53,7 +56,7 @@ class ChatRenderer:
             case TextDelta(text=text):
                 if self._msg is None:
                     msg = self._msg = cl.Message(content="")
-                    self._batcher = DeltaBatcher(msg.stream_token)
+                    self._batcher = DeltaBatcher(msg.stream_token, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
                 await self._batcher.add(text)
             case AssistantMessageDone():
