@@ -1,0 +1,79 @@
+"""One user message's turn: its bookkeeping, and the small pure helpers the loop shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import budget as budget_mod
+from agent.budget import Budget
+from agent.context import tool_uses
+from agent.events import AgentEvent, EventSink, Notice, UsageReport
+from agent.trace import TraceLog
+from store.usage import TokenUsage
+from store.values import StoredMessage
+
+log = logging.getLogger("tollgate.agent")
+
+
+@dataclass
+class Turn:
+    id: str
+    calls: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_nano: int = 0
+    notices: list[Notice] = field(default_factory=list)
+    stop_reason: str = "end_turn"
+
+
+def add_usage(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(*(x + y for x, y in zip(a.__dict__.values(), b.__dict__.values(), strict=True)))
+
+
+def with_streamed_output(usage: TokenUsage, text: str) -> TokenUsage:
+    """A call cut mid-stream reports output_tokens=1 (message_start); the text we received was billed,
+    so charge at least a conservative estimate of it (UTF-8 bytes / 3)."""
+    estimate = (len(text.encode()) + 2) // 3
+    return dataclasses.replace(usage, output_tokens=max(usage.output_tokens, estimate))
+
+
+def unresolved_tool_uses(messages: list[StoredMessage]) -> list[dict[str, Any]]:
+    """tool_use blocks of the last assistant message that no later message answers."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "assistant":
+            answered = {b.get("tool_use_id") for m in messages[i + 1:] for b in m.content}
+            return [u for u in tool_uses(messages[i].content) if u["id"] not in answered]
+    return []
+
+
+def trace_model_call(trace: TraceLog, owner: str, thread_id: str, turn: Turn, model: str, u: TokenUsage,
+                     cost_nano: int, *, stop_reason: str | None, ttft_ms: float | None, latency_ms: float,
+                     retries: int | None, error: str | None) -> None:
+    trace.emit("model_call", user=owner, thread=thread_id, turn=turn.id, model=model, purpose="chat",
+               stop_reason=stop_reason, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+               cache_write_tokens=u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+               cache_read_tokens=u.cache_read_tokens, cost_nanousd=cost_nano,
+               ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), model_ms=round(latency_ms, 3),
+               retries=retries, error=error)
+
+
+async def usage_report(budget: Budget, owner: str, thread_id: str, turn: Turn) -> UsageReport:
+    spent, limit = await budget.daily_status(user=owner)
+    thread = await budget.thread_cost(thread_id=thread_id)
+    u = turn.usage
+    return UsageReport(input_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
+                       cache_read_share=(u.cache_read_tokens / u.prompt_tokens) if u.prompt_tokens else 0.0,
+                       answer_cost_usd=budget_mod.usd(turn.cost_nano), thread_cost_usd=budget_mod.usd(thread),
+                       today_usd=budget_mod.usd(spent), daily_limit_usd=budget_mod.usd(limit),
+                       model_calls=turn.calls)
+
+
+async def safe_emit(emit: EventSink, event: AgentEvent) -> None:
+    """The turn is the source of truth; a UI that cannot render (closed tab) must not break it."""
+    try:
+        await emit(event)
+    except Exception:
+        log.warning("could not deliver %s", type(event).__name__, exc_info=True)
+
