@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ log = logging.getLogger("tollgate.trace")
 
 
 class TraceLog:
-    def __init__(self, path: Path | None = None, *, content: bool | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, content: bool | None = None,
+                 sinks: list[Callable[[dict[str, Any]], None]] | None = None) -> None:
         self.path = path
+        self.sinks = sinks or []  # e.g. the OpenTelemetry export (agent/otel.py)
         self.content = os.environ.get("TOLLGATE_LOG_CONTENT") == "1" if content is None else content
         self._lock = threading.Lock()
         if path is not None:
@@ -30,6 +33,11 @@ class TraceLog:
         record = {"ts": round(time.time(), 6), "kind": kind, **fields}
         if not self.content:
             record.pop("content", None)
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception:  # an exporter problem must never break a turn
+                log.warning("trace sink failed", exc_info=True)
         line = json.dumps(record, sort_keys=True, default=str)
         log.info(line)
         if self.path is not None:

@@ -53,3 +53,30 @@ async def test_message_content_stays_out_unless_asked_for(make_harness, tmp_path
     assert "secret words" not in json.dumps(quiet) and all("content" not in line for line in quiet)
     _, loud = await run(make_harness, tmp_path, content=True)
     assert any("content" in line for line in loud if line["kind"] == "tool_call")
+
+
+async def test_opentelemetry_spans_follow_the_genai_conventions(make_harness, tmp_path, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agent.otel import OtelExport
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert OtelExport.from_env() is None  # off unless configured
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    h = make_harness(list(STEPS))
+    h.agent.deps.trace = TraceLog(tmp_path / "t.jsonl", sinks=[OtelExport(provider.get_tracer("test"))])
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(),
+                           approver=ScriptedApprover({"write_file": Approved()}))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    chat = spans["chat claude-sonnet-5-5"]
+    assert chat.attributes["gen_ai.operation.name"] == "chat" and chat.attributes["gen_ai.system"] == "anthropic"
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    assert spans["execute_tool write_file"].attributes["gen_ai.tool.name"] == "write_file"
+    assert "approval write_file" in spans
+    assert chat.end_time > chat.start_time
+    provider.shutdown()

@@ -16,6 +16,7 @@ from agent.demo_model import DemoModelServer, DemoSettings
 from agent.events import AgentEvent
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
+from agent.otel import OtelExport
 from agent.policy import ApprovalPolicy
 from agent.pricing import PriceTable
 from agent.trace import TraceLog
@@ -60,7 +61,7 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
                      budget=Budget(db, prices, settings), route_for=ApprovalPolicy.load().route_for,
-                     trace=TraceLog(settings.data_dir / "trace.jsonl"))
+                     trace=TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s]))
     agent = Agent(deps)
     armed = await agent.recover(_nowhere, DeferredApprover())
     if armed:
