@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib agent tools store ui app.py cli.py >/dev/null || true
 	touch $@
 
-# Debian's chromium for the browser tests (never `playwright install`: no downloads here).
+# Debian's chromium for the browser tests: Playwright drives it; it never downloads a browser of its own.
 browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \

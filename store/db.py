@@ -25,7 +25,8 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 def database_url(data_dir: Path) -> str:
-    """`TOLLGATE_DATABASE_URL` wins (never the bare `DATABASE_URL`: chainlit hijacks that name)."""
+    """`TOLLGATE_DATABASE_URL` wins. Not the unprefixed name: chainlit switches to its own Postgres layer
+    when it sees that one."""
     return os.environ.get("TOLLGATE_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'tollgate.db'}"
 
 

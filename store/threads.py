@@ -73,11 +73,6 @@ async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
     return _thread(row)
 
 
-async def thread_exists(db: Database, *, thread_id: str) -> bool:
-    async with db.read() as conn:
-        return (await conn.execute(select(_threads.c.id).where(_threads.c.id == thread_id))).first() is not None
-
-
 async def list_threads(db: Database, *, owner: str, limit: int = 50, before: float | None = None,
                        search: str | None = None) -> list[Thread]:
     stmt = (select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)

@@ -72,13 +72,6 @@ async def remove_user(db: Database, *, name: str) -> bool:
         return bool(result.rowcount)
 
 
-async def set_role(db: Database, *, name: str, role: str) -> bool:
-    _check_role(role)
-    async with db.write() as conn:
-        result = await conn.execute(update(_users).where(_users.c.name == name).values(role=role))
-        return bool(result.rowcount)
-
-
 def user_id_of(name: str):  # type: ignore[no-untyped-def]
     """A scalar subquery resolving a user name to its id inside another statement."""
     return select(_users.c.id).where(_users.c.name == name).scalar_subquery()
