@@ -48,6 +48,8 @@ STARTERS = [
 
 async def runtime() -> Runtime:
     global _runtime
+    if _runtime is not None:  # every handler calls this: no lock once built
+        return _runtime
     async with _runtime_lock:
         if _runtime is None:
             _runtime = await build_runtime()

@@ -63,11 +63,11 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
                      budget=Budget(db, prices, settings), route_for=ApprovalPolicy.load().route_for,
                      trace=TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s]))
     agent = Agent(deps)
-    armed = await agent.recover(_nowhere, DeferredApprover())
+    armed = await agent.recover(unwatched, DeferredApprover())
     if armed:
         log.info("re-armed the deadlines of %d threads with pending approvals", armed)
     return Runtime(settings=settings, db=db, agent=agent, demo=demo)
 
 
-async def _nowhere(event: AgentEvent) -> None:
+async def unwatched(event: AgentEvent) -> None:
     """Events of a turn that no chat is watching (deadline after a restart): the store keeps the outcome."""
