@@ -21,16 +21,18 @@ class Settings(BaseSettings):
     max_calls_per_message: int = Field(default=15, ge=1)
     max_calls_per_thread: int = Field(default=200, ge=1)
     max_tokens_per_thread: int = Field(default=2_000_000, ge=1)
-    max_usd_per_thread: Decimal = Decimal("2.00")
+    max_usd_per_thread: Decimal = Field(default=Decimal("2.00"), ge=0)
     # Per user (defaults; operators override per user) and the whole deployment
-    user_daily_usd: Decimal = Decimal("1.00")
-    user_monthly_usd: Decimal = Decimal("10.00")
-    global_daily_usd: Decimal = Decimal("25.00")
+    user_daily_usd: Decimal = Field(default=Decimal("1.00"), ge=0)
+    user_monthly_usd: Decimal = Field(default=Decimal("10.00"), ge=0)
+    global_daily_usd: Decimal = Field(default=Decimal("25.00"), ge=0)
     # Approvals and tools
     approval_timeout_s: float = Field(default=600.0, gt=0)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     tool_result_max_chars: int = Field(default=20_000, ge=100)
     max_user_message_chars: int = Field(default=20_000, ge=1)
+    # A streaming answer is kept in the store this often, so kill -9 mid-stream loses at most this much.
+    partial_save_interval_s: float = Field(default=1.0, ge=0)
     # Prompt caching: "5m" or "1h"
     cache_ttl: str = Field(default="5m", pattern="^(5m|1h)$")
     # Where breakpoints go: none | system (tools+system only) | incremental (also the newest message).

@@ -23,6 +23,13 @@ class AssistantMessageDone:
 
 
 @dataclass(frozen=True)
+class AnswerKept:
+    """The answer streamed so far is in the store (marked incomplete until it finishes)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ToolStarted:
     tool_use_id: str
     name: str
@@ -90,6 +97,6 @@ class TurnFinished:
     notices: tuple[Notice, ...] = field(default_factory=tuple)
 
 
-AgentEvent: TypeAlias = (TextDelta | AssistantMessageDone | ToolStarted | ApprovalRequested | ApprovalResolved
-                         | ToolFinished | ContextCompressed | Notice | UsageReport | TurnFinished)
+AgentEvent: TypeAlias = (TextDelta | AssistantMessageDone | AnswerKept | ToolStarted | ApprovalRequested
+                         | ApprovalResolved | ToolFinished | ContextCompressed | Notice | UsageReport | TurnFinished)
 EventSink: TypeAlias = Callable[[AgentEvent], Awaitable[None]]

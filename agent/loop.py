@@ -22,8 +22,9 @@ from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.compress import ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
-from agent.events import AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished
+from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished
 from agent.model import ModelClient, ModelError, StreamProgress
+from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog
 from agent.turn import (
@@ -235,8 +236,11 @@ class Agent:
             turn.stop_reason = "budget"
             return False
         progress = StreamProgress()
+        answer = PartialAnswer(d.db, owner=owner, thread_id=thread_id, interval_s=s.partial_save_interval_s,
+                               on_kept=lambda text: safe_emit(emit, AnswerKept(text)))
 
         async def on_text(delta: str) -> None:
+            answer.add(delta)
             await safe_emit(emit, TextDelta(delta))
 
         try:
@@ -251,12 +255,12 @@ class Agent:
                              ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind)
             turn.usage = add_usage(turn.usage, used)
             turn.calls += 1
-            await self._keep_partial(owner, thread_id, e.partial_text, emit)
+            await self._keep_partial(answer, e.partial_text, emit)
             turn.notices.append(Notice("api_error", e.message, retryable=e.retryable))
             turn.stop_reason = "api_error"
             return False
         except asyncio.CancelledError:  # the user pressed stop: keep what arrived, charge what was reported
-            await asyncio.shield(self._on_cancel(reservation, owner, thread_id, progress))
+            await asyncio.shield(self._on_cancel(reservation, answer, progress))
             raise
         cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                      ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
@@ -277,23 +281,26 @@ class Agent:
         content = [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
         if not content:
             content = [{"type": "text", "text": "(no answer)"}]
-        await thread_store.append_message(d.db, owner=owner, thread_id=thread_id, role="assistant", content=content)
-        answer = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-        await safe_emit(emit, AssistantMessageDone(text=answer, incomplete=result.stop_reason == "max_tokens"))
+        await answer.finish(content)  # replaces the partial row kept while streaming, if any
+        text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+        await safe_emit(emit, AssistantMessageDone(text=text, incomplete=result.stop_reason == "max_tokens"))
         return True
 
-    async def _keep_partial(self, owner: str, thread_id: str, partial: str, emit: EventSink) -> None:
-        if partial.strip():
-            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="assistant",
-                                              content=[{"type": "text", "text": partial}], incomplete=True)
+    async def _keep_partial(self, answer: PartialAnswer, partial: str, emit: EventSink) -> None:
+        await self._store_cut(answer, partial)
         await safe_emit(emit, AssistantMessageDone(text=partial, incomplete=True))
 
-    async def _on_cancel(self, reservation: Reservation, owner: str, thread_id: str,
-                         progress: StreamProgress) -> None:
+    @staticmethod
+    async def _store_cut(answer: PartialAnswer, partial: str) -> None:
+        """A cut answer stays in the history marked incomplete (and out of the model's context)."""
+        if partial.strip():
+            await answer.finish([{"type": "text", "text": partial}], incomplete=True)
+        else:
+            await answer.settle()
+
+    async def _on_cancel(self, reservation: Reservation, answer: PartialAnswer, progress: StreamProgress) -> None:
         partial = "".join(progress.text)
         await self.deps.budget.release(reservation, with_streamed_output(progress.usage, partial),
                                        error="cancelled by the user", latency_ms=0.0)
-        if partial.strip():
-            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="assistant",
-                                              content=[{"type": "text", "text": partial}], incomplete=True)
+        await self._store_cut(answer, partial)
 

@@ -134,6 +134,33 @@ async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
     return int(seq)
 
 
+async def keep_partial(db: Database, *, owner: str, thread_id: str, text: str, seq: int | None = None) -> int:
+    """Store (seq None) or update an answer still streaming, as an incomplete assistant message; its seq.
+
+    Only a message still marked incomplete is updated: a finished one is never overwritten."""
+    content = [{"type": "text", "text": text}]
+    if seq is None:
+        return await append_message(db, owner=owner, thread_id=thread_id, role="assistant", content=content,
+                                    incomplete=True)
+    await finish_message(db, owner=owner, thread_id=thread_id, seq=seq, content=content, incomplete=True)
+    return seq
+
+
+async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, content: list[dict[str, Any]],
+                         incomplete: bool = False) -> None:
+    """Replace the content of the incomplete message `seq` (the streamed answer is complete, or cut)."""
+    now = time.time()
+    owned = select(_threads.c.id).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
+    async with db.write() as conn:
+        result = await conn.execute(update(_messages).where(
+            _messages.c.thread_id == thread_id, _messages.c.seq == seq, _messages.c.incomplete.is_(True),
+            _messages.c.thread_id.in_(owned)).values(content_json=json.dumps(content, ensure_ascii=False),
+                                                     incomplete=incomplete))
+        if not result.rowcount:
+            raise NotFound("no such incomplete message")
+        await conn.execute(update(_threads).where(_threads.c.id == thread_id).values(updated_at=now))
+
+
 async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:
     async with db.read() as conn:
         await _owned(conn, owner, thread_id)

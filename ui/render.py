@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import chainlit as cl
+from chainlit.data import get_data_layer
 
 from agent.events import (
     AgentEvent,
+    AnswerKept,
     ApprovalRequested,
     ApprovalResolved,
     AssistantMessageDone,
@@ -29,6 +31,7 @@ from ui.streaming import DeltaBatcher
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
 APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
 # At most one socket update per interval; 0 sends every delta (only for the streaming benchmark's baseline).
+INCOMPLETE_MARK = "\n\n*(incomplete: the answer was cut off here)*"
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
 
 
@@ -61,6 +64,8 @@ class ChatRenderer:
                 await self._batcher.add(text)
             case AssistantMessageDone():
                 await self._end_message()
+            case AnswerKept(text=text):
+                await self._keep_step(text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
                 step = cl.Step(name=name, type="tool", show_input="json")
                 step.input = args
@@ -102,6 +107,17 @@ class ChatRenderer:
                 await self._end_message()
             case _:
                 pass
+
+    async def _keep_step(self, text: str) -> None:
+        """The history keeps the answer as it streams (marked cut until it ends), so a page opened
+        after a crash shows what had arrived; the final send overwrites it."""
+        layer = get_data_layer()
+        if layer is None or self._msg is None:
+            return
+        step = self._msg.to_dict()
+        step["output"] = text + INCOMPLETE_MARK
+        step["createdAt"] = step.get("createdAt") or datetime.now(UTC).isoformat()
+        await layer.update_step(step)
 
     async def _end_message(self) -> None:
         if self._batcher is not None:

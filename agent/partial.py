@@ -1,0 +1,70 @@
+"""An answer kept in the store while it streams, so a crash mid-stream loses at most one interval.
+
+The first save happens once the stream has run for `interval_s` (short answers never write twice),
+then at most once per interval, in the background: the stream never waits on the database. The row
+is an incomplete assistant message (left out of the model's context); `finish` turns it into the
+final message, or leaves it incomplete with what arrived when the call failed or was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from store import threads as thread_store
+from store.db import Database
+
+log = logging.getLogger("tollgate.agent")
+
+
+class PartialAnswer:
+    def __init__(self, db: Database, *, owner: str, thread_id: str, interval_s: float,
+                 on_kept: Callable[[str], Awaitable[None]]) -> None:
+        self._db, self._owner, self._thread_id = db, owner, thread_id
+        self._on_kept = on_kept
+        self._interval = interval_s
+        self._text: list[str] = []
+        self._saved_at = time.monotonic()
+        self._saving: asyncio.Task[None] | None = None
+        self.seq: int | None = None  # the stored row, once the first save has landed
+        self.saves = 0
+
+    def add(self, delta: str) -> None:
+        self._text.append(delta)
+        now = time.monotonic()
+        if self._saving is None and now - self._saved_at >= self._interval:
+            self._saved_at = now
+            self._saving = asyncio.create_task(self._save("".join(self._text)))
+
+    async def _save(self, text: str) -> None:
+        if not text.strip():
+            self._saving = None
+            return
+        try:
+            self.seq = await thread_store.keep_partial(self._db, owner=self._owner, thread_id=self._thread_id,
+                                                       text=text, seq=self.seq)
+            self.saves += 1
+        except Exception:  # the final write still happens (and raises); only crash-durability is lost
+            log.exception("could not keep the streaming answer of thread %s", self._thread_id)
+        else:
+            await self._on_kept(text)
+        finally:
+            self._saving = None
+
+    async def settle(self) -> None:
+        """Wait for a save in flight, so nothing lands after the message that follows."""
+        if self._saving is not None:
+            await asyncio.shield(self._saving)
+
+    async def finish(self, content: list[dict[str, Any]], *, incomplete: bool = False) -> None:
+        """Store the answer: in place of the partial row if one was saved, else as a new message."""
+        await self.settle()
+        if self.seq is None:
+            await thread_store.append_message(self._db, owner=self._owner, thread_id=self._thread_id,
+                                              role="assistant", content=content, incomplete=incomplete)
+        else:
+            await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
+                                              seq=self.seq, content=content, incomplete=incomplete)
