@@ -19,7 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel import SQLModel
 
-from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from store import (
+    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
+    search,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -69,6 +72,8 @@ class Database:
     async def create_schema(self) -> None:
         async with self._writer.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
+            if self.is_sqlite:
+                await conn.run_sync(search.create)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

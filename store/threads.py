@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
 from store.models import MESSAGES, THREADS, USERS
+from store.search import thread_matches
 from store.users import user_id_of
 from store.values import StoredMessage, Thread
 
@@ -79,12 +80,8 @@ async def list_threads(db: Database, *, owner: str, limit: int = 50, before: flo
             .where(_users.c.name == owner).order_by(_threads.c.updated_at.desc()).limit(limit))
     if before is not None:
         stmt = stmt.where(_threads.c.updated_at < before)
-    if search:
-        needle = f"%{search.lower()}%"
-        own = select(_threads.c.id).where(_threads.c.owner_id == user_id_of(owner))  # never scan others' text
-        hits = select(_messages.c.thread_id).where(_messages.c.thread_id.in_(own),
-                                                   func.lower(_messages.c.content_json).like(needle))
-        stmt = stmt.where((func.lower(_threads.c.title).like(needle)) | _threads.c.id.in_(hits))
+    if search and search.strip():
+        stmt = stmt.where(thread_matches(search, owner_id=user_id_of(owner), sqlite=db.is_sqlite))
     async with db.read() as conn:
         return [_thread(r) for r in await conn.execute(stmt)]
 

@@ -110,6 +110,9 @@ async def test_bob_cannot_reach_alices_thread_or_approval(server: Server, db: Da
         r = await http.post("/project/threads", json={"pagination": {"first": 50}, "filter": {}})
         listed = {t["id"] for t in r.json()["data"]}
         refused += thread not in listed
+        attempts += 1  # searching for words of alice's message
+        r = await http.post("/project/threads", json={"pagination": {"first": 50}, "filter": {"search": "alice-data"}})
+        refused += r.status_code == 200 and thread not in {t["id"] for t in r.json()["data"]}
         # Approving alice's card with its real action id, from bob's own session
         for name in ("tollgate_approve", "tollgate_reject"):
             attempts += 1
@@ -165,9 +168,9 @@ async def test_owner_renames_searches_and_deletes_through_the_sidebar_api(server
         r = await http.put("/project/thread", json={"threadId": thread, "name": "Renamed by alice"})
         assert r.status_code == 200
         assert (await thread_store.get_thread(db, owner="alice", thread_id=thread)).title == "Renamed by alice"
-        found = await http.post("/project/threads", json={"pagination": {"first": 20},
-                                                         "filter": {"search": "renameme"}})
-        assert [t["id"] for t in found.json()["data"]] == [thread]
+        for words in ("renameme", "RENAMED by", "called renamem"):  # a message's words (FTS5) and the title
+            found = await http.post("/project/threads", json={"pagination": {"first": 20}, "filter": {"search": words}})
+            assert [t["id"] for t in found.json()["data"]] == [thread], words
         r = await http.request("DELETE", "/project/thread", json={"threadId": thread})
         assert r.status_code == 200
     assert await thread_store.owner_of(db, thread_id=thread) is None
