@@ -79,14 +79,12 @@ class Budget:
         self.prices = prices
         self.settings = settings
 
-    async def limits_for(self, *, user: str, thread_id: str | None) -> list[SpendLimit]:
+    def limits_for(self, *, user: str, thread_id: str | None) -> list[SpendLimit]:
+        """The default caps; a user's own budget replaces theirs inside the reservation (store.usage)."""
         s = self.settings
-        daily, monthly = await usage_store.get_budget(self.db, user=user)
         limits = [
-            SpendLimit(f"daily budget for {user}", "user_day",
-                       daily if daily is not None else to_nano(s.user_daily_usd)),
-            SpendLimit(f"monthly budget for {user}", "user_month",
-                       monthly if monthly is not None else to_nano(s.user_monthly_usd)),
+            SpendLimit(f"daily budget for {user}", "user_day", to_nano(s.user_daily_usd)),
+            SpendLimit(f"monthly budget for {user}", "user_month", to_nano(s.user_monthly_usd)),
             SpendLimit("deployment's daily budget", "global_day", to_nano(s.global_daily_usd)),
         ]
         if thread_id is not None:
@@ -103,7 +101,7 @@ class Budget:
         today = datetime.fromtimestamp(now, UTC).date()
         worst = to_nano(self.prices.worst_case_usd(model, prompt_tokens=prompt_tokens,
                                                    max_output_tokens=max_tokens, on=today))
-        limits = await self.limits_for(user=user, thread_id=thread_id)
+        limits = self.limits_for(user=user, thread_id=thread_id)
         if calls_this_turn_cap is not None:
             limits.append(SpendLimit("limit of model calls per message", "turn_calls", calls_this_turn_cap))
         try:
@@ -142,14 +140,11 @@ class Budget:
             log.warning("reservation %s was already closed (by a restart?); its worst case stays charged", r.key)
         return cost
 
-    async def daily_status(self, *, user: str) -> tuple[int, int]:
-        """(spent today, daily limit) in nano-USD."""
-        daily, _ = await usage_store.get_budget(self.db, user=user)
-        limit = daily if daily is not None else to_nano(self.settings.user_daily_usd)
-        return await usage_store.spent(self.db, scope="user_day", user=user), limit
-
-    async def thread_cost(self, *, thread_id: str) -> int:
-        return await usage_store.spent(self.db, scope="thread_usd", thread_id=thread_id)
+    async def status(self, *, user: str, thread_id: str) -> tuple[int, int, int]:
+        """(spent today, daily limit, thread cost) in nano-USD, in one read."""
+        usage = await usage_store.usage_now(self.db, user=user, thread_id=thread_id)
+        limit = usage.own_caps.get("user_day", to_nano(self.settings.user_daily_usd))
+        return usage.scopes["user_day"][0], limit, usage.scopes["thread_usd"][0]
 
 
 def usd(nano: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -106,9 +107,8 @@ class Agent:
             turn = Turn(id=uuid.uuid4().hex)
             if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
                 await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
-            await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role="user",
-                                              content=[{"type": "text", "text": text}])
-            return await self._drive(owner, thread_id, emit, approver, turn)
+            await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": text}])
+            return await self._drive(owner, thread_id, emit, approver, turn, messages)
 
     async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
         """Continue a thread whose last answer has tool calls without results (after a decision, at the
@@ -118,7 +118,7 @@ class Agent:
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
-            return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id))
+            return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id), messages)
 
     async def _current_turn(self, thread_id: str) -> Turn:
         """A resumed turn is the same user message going on: its calls keep counting against the
@@ -158,7 +158,7 @@ class Agent:
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
-            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex))
+            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
                             approver: Approver, turn: Turn, *, superseded: bool = False) -> str:
@@ -177,19 +177,25 @@ class Agent:
             self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending),
                                emit=emit, approver=approver)
             return "suspended"
-        await thread_store.append_message(d.db, owner=owner, thread_id=thread_id, role="user", content=results)
+        await self._append(messages, owner, thread_id, "user", results)
         return "stop" if batch.stop_turn else "go"
 
+    async def _append(self, messages: list[StoredMessage], owner: str, thread_id: str, role: str,
+                      content: list[dict[str, Any]]) -> None:
+        """Store a message and add it to the turn's copy of the thread (the turn holds the thread's lock,
+        so nothing else appends: no reload per model call)."""
+        seq = await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role=role,
+                                                content=content)
+        messages.append(StoredMessage(seq=seq, role=role, content=content, incomplete=False, created_at=time.time()))
+
     async def _card_costs(self, owner: str, thread_id: str) -> tuple[str, str]:
-        spent, limit = await self.deps.budget.daily_status(user=owner)
-        thread = await self.deps.budget.thread_cost(thread_id=thread_id)
+        spent, limit, thread = await self.deps.budget.status(user=owner, thread_id=thread_id)
         return budget_mod.usd(thread), budget_mod.usd(max(limit - spent, 0))
 
     async def _drive(self, owner: str, thread_id: str, emit: EventSink, approver: Approver,
-                     turn: Turn) -> TurnFinished:
-        d, s = self.deps, self.deps.settings
+                     turn: Turn, messages: list[StoredMessage]) -> TurnFinished:
+        s = self.deps.settings
         while True:
-            messages = await thread_store.load_messages(d.db, owner=owner, thread_id=thread_id)
             if unresolved_tool_uses(messages):
                 outcome = await self._finish_tools(owner, thread_id, messages, emit, approver, turn)
                 if outcome != "go":
@@ -281,7 +287,9 @@ class Agent:
         content = [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
         if not content:
             content = [{"type": "text", "text": "(no answer)"}]
-        await answer.finish(content)  # replaces the partial row kept while streaming, if any
+        seq = await answer.finish(content)  # replaces the partial row kept while streaming, if any
+        messages.append(StoredMessage(seq=seq, role="assistant", content=content, incomplete=False,
+                                      created_at=time.time()))
         text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
         await safe_emit(emit, AssistantMessageDone(text=text, incomplete=result.stop_reason == "max_tokens"))
         return True

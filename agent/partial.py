@@ -59,12 +59,12 @@ class PartialAnswer:
         if self._saving is not None:
             await asyncio.shield(self._saving)
 
-    async def finish(self, content: list[dict[str, Any]], *, incomplete: bool = False) -> None:
-        """Store the answer: in place of the partial row if one was saved, else as a new message."""
+    async def finish(self, content: list[dict[str, Any]], *, incomplete: bool = False) -> int:
+        """Store the answer in place of the partial row if one was saved, else as a new message; its seq."""
         await self.settle()
         if self.seq is None:
-            await thread_store.append_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                              role="assistant", content=content, incomplete=incomplete)
-        else:
-            await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                              seq=self.seq, content=content, incomplete=incomplete)
+            return await thread_store.append_message(self._db, owner=self._owner, thread_id=self._thread_id,
+                                                     role="assistant", content=content, incomplete=incomplete)
+        await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
+                                          seq=self.seq, content=content, incomplete=incomplete)
+        return self.seq

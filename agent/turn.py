@@ -60,8 +60,7 @@ def trace_model_call(trace: TraceLog, owner: str, thread_id: str, turn: Turn, mo
 
 
 async def usage_report(budget: Budget, owner: str, thread_id: str, turn: Turn) -> UsageReport:
-    spent, limit = await budget.daily_status(user=owner)
-    thread = await budget.thread_cost(thread_id=thread_id)
+    spent, limit, thread = await budget.status(user=owner, thread_id=thread_id)
     u = turn.usage
     return UsageReport(input_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
                        cache_read_share=(u.cache_read_tokens / u.prompt_tokens) if u.prompt_tokens else 0.0,

@@ -91,7 +91,10 @@ def _usage_statement() -> Any:
     where = {"user_day": and_(c.user_id == uid, c.day == day), "user_month": in_month,
              "global_day": c.day == day, "thread": c.thread_id == bindparam("thread_id"),
              "turn": c.turn_id == bindparam("turn_id")}
-    cols: list[Any] = [uid.label("uid")]
+    own = select(_budgets.c.daily_nanousd, _budgets.c.monthly_nanousd).where(_budgets.c.user_id == uid)
+    cols: list[Any] = [uid.label("uid"), own.with_only_columns(_budgets.c.daily_nanousd).scalar_subquery()
+                       .label("own_user_day"),
+                       own.with_only_columns(_budgets.c.monthly_nanousd).scalar_subquery().label("own_user_month")]
     for scope, measure in _SCOPE_MEASURE.items():
         cond = where[scope] if scope in where else where[scope.split("_")[0]]
         for i, part in enumerate(("spent", "held")):
@@ -105,27 +108,45 @@ def _usage_statement() -> Any:
 _USAGE = _usage_statement()
 
 
-async def _usage(conn: AsyncConnection, *, user: str | None, thread_id: str | None, turn_id: str | None, day: str,
-                 month: str) -> tuple[int | None, dict[str, tuple[int, int]]]:
-    """(user id or None if unknown, {scope: (spent, held by open reservations)})."""
+@dataclass(frozen=True)
+class Usage:
+    user_id: int | None  # None: no such user
+    scopes: dict[str, tuple[int, int]]  # scope: (spent, held by open reservations)
+    own_caps: dict[str, int]  # the user's own budget set by an operator: user_day / user_month caps
+
+    def cap(self, limit: SpendLimit) -> SpendLimit:
+        """The limit as it applies to this user: their own budget replaces the default cap."""
+        own = self.own_caps.get(limit.scope)
+        return limit if own is None else SpendLimit(limit.name, limit.scope, own)
+
+
+async def _usage(conn: AsyncConnection, *, user: str | None, thread_id: str | None, turn_id: str | None,
+                 now: float) -> Usage:
+    day, month = utc_day(now), utc_day(now)[:7]
     row = (await conn.execute(_USAGE, {"user": user, "thread_id": thread_id, "turn_id": turn_id or None, "day": day,
                                        "month_first": f"{month}-01", "month_last": f"{month}-31"})).one()
     m = row._mapping
-    return (None if m["uid"] is None else int(m["uid"]),
-            {s: (int(m[f"{s}_spent"]), int(m[f"{s}_held"])) for s in _SCOPE_MEASURE})
+    return Usage(user_id=None if m["uid"] is None else int(m["uid"]),
+                 scopes={s: (int(m[f"{s}_spent"]), int(m[f"{s}_held"])) for s in _SCOPE_MEASURE},
+                 own_caps={s: int(m[f"own_{s}"]) for s in ("user_day", "user_month") if m[f"own_{s}"] is not None})
 
 
 async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: str, model: str, purpose: str,
                   amount_nanousd: int, tokens: int, limits: Sequence[SpendLimit], now: float | None = None) -> str:
-    """Check every limit and insert the reservation atomically; returns the reservation key."""
+    """Check every limit and insert the reservation atomically; returns the reservation key.
+
+    The user's own budget (set by an operator) replaces the default cap of `user_day`/`user_month`,
+    read in the same transaction as the spend it is checked against."""
     now = time.time() if now is None else now
     day, month = utc_day(now), utc_day(now)[:7]
     async with db.write() as conn:
-        user_id, usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=turn_id, day=day, month=month)
-        if user_id is None:
+        usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=turn_id, now=now)
+        if usage.user_id is None:
             raise LookupError(f"no user {user!r}")
-        for limit in limits:
-            used, held = usage[limit.scope]
+        user_id = usage.user_id
+        for default in limits:
+            limit = usage.cap(default)
+            used, held = usage.scopes[limit.scope]
             need = {"thread_tokens": tokens, "thread_calls": 1, "turn_calls": 1}.get(limit.scope, amount_nanousd)
             if used + need > limit.cap:
                 raise LimitReached(limit, used, held)
@@ -164,13 +185,17 @@ async def spent(db: Database, *, scope: str, user: str | None = None, thread_id:
     """What the next reservation in `scope` is checked against: settled costs plus open reservations."""
     if scope not in _SCOPE_MEASURE:
         raise ValueError(f"unknown limit scope {scope!r}")
-    now = time.time() if at is None else at
+    return (await usage_now(db, user=user, thread_id=thread_id, at=at)).scopes[scope][0]
+
+
+async def usage_now(db: Database, *, user: str | None = None, thread_id: str | None = None,
+                    at: float | None = None) -> Usage:
+    """Every scope's spend and the user's own caps in one read (usage lines, cards, the console)."""
     async with db.read() as conn:
-        user_id, usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=None, day=utc_day(now),
-                                      month=utc_day(now)[:7])
-    if user is not None and user_id is None:
+        usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=None, now=time.time() if at is None else at)
+    if user is not None and usage.user_id is None:
         raise LookupError(f"no user {user!r}")
-    return usage[scope][0]
+    return usage
 
 
 async def _user_id(conn: AsyncConnection, user: str) -> int:
