@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,15 +67,19 @@ async def main() -> None:
                                   type="user_message" if role == "user" else "assistant_message",
                                   input="", output=text, is_error=False, created_at=None, start=None, end=None,
                                   show_input=None, language=None, metadata_json="{}"))
-            async with db.write() as conn:
-                await conn.execute(insert(MESSAGES), msgs)
-                await conn.execute(insert(UI_STEPS), steps)
-            # bob: 10,000 threads (alice's own thread list stays small)
-            async with db.write() as conn:
-                bob_id = (await conn.exec_driver_sql("SELECT id FROM users WHERE name='bob'")).scalar_one()
-                await conn.execute(insert(THREADS), [
+            def big_thread(conn: Any, msgs: list[dict[str, Any]] = msgs, steps: list[dict[str, Any]] = steps) -> None:
+                conn.execute(insert(MESSAGES), msgs)
+                conn.execute(insert(UI_STEPS), steps)
+
+            await db.transact(big_thread)
+
+            def bobs_threads(conn: Any) -> None:  # bob: 10,000 threads (alice's own thread list stays small)
+                bob_id = conn.exec_driver_sql("SELECT id FROM users WHERE name='bob'").scalar_one()
+                conn.execute(insert(THREADS), [
                     dict(id=uuid.uuid4().hex, owner_id=bob_id, title=f"thread {i}", created_at=now - i,
                          updated_at=now - i) for i in range(N_THREADS)])
+
+            await db.transact(bobs_threads)
             del msgs, steps
             gc.collect()
 

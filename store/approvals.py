@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from store.db import Database
 from store.models import ALWAYS_APPROVE, APPROVALS, THREADS, TOOL_CALLS, USERS
@@ -42,27 +42,42 @@ def _select() -> Any:
             .join(_users, _users.c.id == _threads.c.owner_id))
 
 
+def _owned(owner: str, thread_id: str) -> Any:
+    return (select(_threads.c.id).join(_users, _users.c.id == _threads.c.owner_id)
+            .where(_threads.c.id == thread_id, _users.c.name == owner))
+
+
+_this_call = (_calls.c.thread_id == bindparam("p_thread_id"), _calls.c.tool_use_id == bindparam("p_tool_use_id"))
+_CLEAR_RUNNING = delete(_calls).where(*_this_call, _calls.c.status == "running")
+_START_CALL = insert(_calls).values(thread_id=bindparam("p_thread_id"), tool_use_id=bindparam("p_tool_use_id"),
+                                    tool=bindparam("p_tool"), args_json=bindparam("p_args_json"), status="running",
+                                    output="", started_at=bindparam("p_now"))
+_FINISH_CALL = update(_calls).where(*_this_call).values(
+    status=bindparam("p_status"), output=bindparam("p_output"), is_error=bindparam("p_is_error"),
+    duration_ms=bindparam("p_duration_ms"))
+
+
 async def request_approval(db: Database, *, owner: str, thread_id: str, tool_use_id: str, tool: str,
                            args: dict[str, Any], args_digest: str, risk: str, untrusted_sources: list[str],
                            route: str, timeout_s: float) -> Approval:
     """Create the pending row for a tool_use, or return the one that already exists (resume)."""
     now = time.time()
-    async with db.write() as conn:
-        owned = await conn.execute(select(_threads.c.id).join(_users, _users.c.id == _threads.c.owner_id)
-                                   .where(_threads.c.id == thread_id, _users.c.name == owner))
-        if owned.first() is None:
+
+    def request(conn: Connection) -> Approval:
+        if conn.execute(_owned(owner, thread_id)).first() is None:
             raise NotFound("no such thread")
         this = (_appr.c.thread_id == thread_id, _appr.c.tool_use_id == tool_use_id)
-        existing = (await conn.execute(_select().where(*this))).first()
+        existing = conn.execute(_select().where(*this)).first()
         if existing is not None:
             return _approval(existing)
-        await conn.execute(insert(_appr).values(
+        conn.execute(insert(_appr).values(
             id=uuid.uuid4().hex, thread_id=thread_id, tool_use_id=tool_use_id, tool=tool,
             args_json=json.dumps(args, sort_keys=True, ensure_ascii=False), args_digest=args_digest,
             risk=risk, untrusted_sources_json=json.dumps(sorted(set(untrusted_sources))), route=route,
             status="pending", requested_at=now, expires_at=now + timeout_s))
-        row = (await conn.execute(_select().where(*this))).one()
-    return _approval(row)
+        return _approval(conn.execute(_select().where(*this)).one())
+
+    return await db.transact(request)
 
 
 async def get_approval(db: Database, *, approval_id: str, viewer: str, viewer_is_operator: bool = False) -> Approval:
@@ -101,24 +116,25 @@ async def decide(db: Database, *, approval_id: str, decision: str, decided_by: s
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}")
     now = time.time()
-    async with db.write() as conn:
-        row = (await conn.execute(_select().where(_appr.c.id == approval_id))).first()
+
+    def record(conn: Connection) -> Approval:
+        row = conn.execute(_select().where(_appr.c.id == approval_id)).first()
         if row is None:
             raise NotFound("no such approval")
         may_decide = as_operator or (row.owner == decided_by and row.route == "user")
         if row.owner != decided_by and not as_operator:
             raise NotFound("no such approval")  # foreign: indistinguishable from unknown
         if row.status == "pending" and may_decide:
+            pending = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "pending")
             if row.expires_at <= now:
-                await conn.execute(update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "pending")
-                                   .values(status="expired", decided_at=now, decided_by="system",
-                                           decided_via="system", reason="no decision before the deadline"))
+                conn.execute(pending.values(status="expired", decided_at=now, decided_by="system",
+                                            decided_via="system", reason="no decision before the deadline"))
             else:
-                await conn.execute(update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "pending")
-                                   .values(status=decision, decided_at=now, decided_by=decided_by,
-                                           decided_via=via, reason=(reason or None) and reason[:500]))
-        row = (await conn.execute(_select().where(_appr.c.id == approval_id))).one()
-    return _approval(row)
+                conn.execute(pending.values(status=decision, decided_at=now, decided_by=decided_by,
+                                            decided_via=via, reason=(reason or None) and reason[:500]))
+        return _approval(conn.execute(_select().where(_appr.c.id == approval_id)).one())
+
+    return await db.transact(record)
 
 
 async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str, reason: str,
@@ -128,38 +144,35 @@ async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str,
     stmt = update(_appr).where(_appr.c.thread_id == thread_id, _appr.c.status == "pending")
     if only_due:
         stmt = stmt.where(_appr.c.expires_at <= now)
-    async with db.write() as conn:
-        result = await conn.execute(stmt.values(status=status, decided_at=now, decided_by="system",
-                                                decided_via="system", reason=reason))
-        return int(result.rowcount)
+    stmt = stmt.values(status=status, decided_at=now, decided_by="system", decided_via="system", reason=reason)
+    return await db.transact(lambda conn: int(conn.execute(stmt).rowcount))
 
 
 async def claim_execution(db: Database, *, approval_id: str, args_digest: str) -> bool:
     """Atomically mark an approved row as executed. True at most once, and only for matching args."""
-    async with db.write() as conn:
-        result = await conn.execute(update(_appr).where(
-            _appr.c.id == approval_id, _appr.c.status == "approved", _appr.c.args_digest == args_digest,
-            _appr.c.executed_at.is_(None)).values(executed_at=time.time()))
-        return result.rowcount == 1
+    stmt = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "approved",
+                               _appr.c.args_digest == args_digest, _appr.c.executed_at.is_(None))
+    return await db.transact(lambda conn: conn.execute(stmt.values(executed_at=time.time())).rowcount == 1)
 
 
 async def start_tool_call(db: Database, *, thread_id: str, tool_use_id: str, tool: str,
                           args: dict[str, Any]) -> None:
-    async with db.write() as conn:
+    params = {"p_thread_id": thread_id, "p_tool_use_id": tool_use_id, "p_tool": tool,
+              "p_args_json": json.dumps(args, sort_keys=True), "p_now": time.time()}
+
+    def start(conn: Connection) -> None:
         # A row left "running" by a crash is restarted in place (only read-only calls get here twice).
-        await conn.execute(delete(_calls).where(_calls.c.thread_id == thread_id, _calls.c.tool_use_id == tool_use_id,
-                                                _calls.c.status == "running"))
-        await conn.execute(insert(_calls).values(thread_id=thread_id, tool_use_id=tool_use_id, tool=tool,
-                                                 args_json=json.dumps(args, sort_keys=True), status="running",
-                                                 output="", started_at=time.time()))
+        conn.execute(_CLEAR_RUNNING, params)
+        conn.execute(_START_CALL, params)
+
+    await db.transact(start)
 
 
 async def finish_tool_call(db: Database, *, thread_id: str, tool_use_id: str, output: str, is_error: bool,
                            duration_ms: float) -> None:
-    async with db.write() as conn:
-        await conn.execute(update(_calls).where(_calls.c.thread_id == thread_id,
-                                                _calls.c.tool_use_id == tool_use_id).values(
-            status="error" if is_error else "done", output=output, is_error=is_error, duration_ms=duration_ms))
+    params = {"p_thread_id": thread_id, "p_tool_use_id": tool_use_id, "p_status": "error" if is_error else "done",
+              "p_output": output, "p_is_error": is_error, "p_duration_ms": duration_ms}
+    await db.transact(lambda conn: conn.execute(_FINISH_CALL, params))
 
 
 async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str, ToolOutcome]:
@@ -175,15 +188,15 @@ async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str
 
 async def set_always_approve(db: Database, *, owner: str, thread_id: str, tool: str, on: bool) -> None:
     """Turn "approve always" for a tool in one of the owner's threads on or off."""
-    async with db.write() as conn:
-        owned = await conn.execute(select(_threads.c.id).join(_users, _users.c.id == _threads.c.owner_id)
-                                   .where(_threads.c.id == thread_id, _users.c.name == owner))
-        if owned.first() is None:
+    def put(conn: Connection) -> None:
+        if conn.execute(_owned(owner, thread_id)).first() is None:
             raise NotFound("no such thread")
-        await conn.execute(delete(ALWAYS_APPROVE).where(ALWAYS_APPROVE.c.thread_id == thread_id,
-                                                        ALWAYS_APPROVE.c.tool == tool))
+        conn.execute(delete(ALWAYS_APPROVE).where(ALWAYS_APPROVE.c.thread_id == thread_id,
+                                                  ALWAYS_APPROVE.c.tool == tool))
         if on:
-            await conn.execute(insert(ALWAYS_APPROVE).values(thread_id=thread_id, tool=tool, created_at=time.time()))
+            conn.execute(insert(ALWAYS_APPROVE).values(thread_id=thread_id, tool=tool, created_at=time.time()))
+
+    await db.transact(put)
 
 
 async def always_approved(db: Database, *, owner: str, thread_id: str) -> set[str]:

@@ -7,11 +7,11 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from store.db import Database
 from store.models import THREADS, UI_STEPS, USERS
-from store.threads import NotFound
+from store.threads import NotFound, ensure_in
 from store.users import user_id_of
 
 _FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_at", "start", "end", "show_input",
@@ -25,24 +25,31 @@ async def _owned(conn: Any, owner: str, thread_id: str) -> None:
         raise NotFound("no such thread")
 
 
-async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> None:
+async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> bool:
+    """Create or update a step, creating the owner's thread on first use (chainlit sends steps before
+    any thread exists). False, and nothing written, if the thread belongs to someone else."""
     row = {k: values[k] for k in _FIELDS if k in values}
-    async with db.write() as conn:
-        await _owned(conn, owner, thread_id)
-        existing = (await conn.execute(select(UI_STEPS.c.thread_id).where(UI_STEPS.c.id == step_id))).first()
+
+    def upsert(conn: Connection) -> bool:
+        if not ensure_in(conn, owner=owner, thread_id=thread_id):
+            return False
+        existing = conn.execute(select(UI_STEPS.c.thread_id).where(UI_STEPS.c.id == step_id)).first()
         if existing is None:
-            await conn.execute(insert(UI_STEPS).values(id=step_id, thread_id=thread_id, seq=time.time(), **row))
+            conn.execute(insert(UI_STEPS).values(id=step_id, thread_id=thread_id, seq=time.time(), **row))
         elif existing.thread_id != thread_id:
             raise NotFound("no such step")
         else:
-            await conn.execute(update(UI_STEPS).where(UI_STEPS.c.id == step_id).values(**row))
+            conn.execute(update(UI_STEPS).where(UI_STEPS.c.id == step_id).values(**row))
+        return True
+
+    return await db.transact(upsert)
 
 
 async def delete_step(db: Database, *, owner: str, step_id: str) -> None:
-    async with db.write() as conn:
-        await conn.execute(delete(UI_STEPS).where(
-            UI_STEPS.c.id == step_id,
-            UI_STEPS.c.thread_id.in_(select(THREADS.c.id).where(THREADS.c.owner_id == user_id_of(owner)))))
+    stmt = delete(UI_STEPS).where(
+        UI_STEPS.c.id == step_id,
+        UI_STEPS.c.thread_id.in_(select(THREADS.c.id).where(THREADS.c.owner_id == user_id_of(owner))))
+    await db.transact(lambda conn: conn.execute(stmt))
 
 
 async def list_steps(db: Database, *, owner: str, thread_id: str) -> list[dict[str, Any]]:

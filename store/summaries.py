@@ -41,9 +41,8 @@ async def save(db: Database, *, thread_id: str, covers_to_seq: int, messages: in
                model: str) -> StoredSummary:
     """Keep every summary (an audit of what the model was shown); callers are thread-scoped already."""
     now = time.time()
-    async with db.write() as conn:
-        await conn.execute(insert(_summaries).values(thread_id=thread_id, covers_to_seq=covers_to_seq,
-                                                     messages=messages, text=text, tokens=tokens, model=model,
-                                                     created_at=now))
+    stmt = insert(_summaries).values(thread_id=thread_id, covers_to_seq=covers_to_seq, messages=messages, text=text,
+                                     tokens=tokens, model=model, created_at=now)
+    await db.transact(lambda conn: conn.execute(stmt))
     return StoredSummary(covers_to_seq=covers_to_seq, messages=messages, text=text, tokens=tokens, model=model,
                          created_at=now)

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
@@ -34,15 +34,36 @@ _thread_cols = (_threads.c.id, _users.c.name, _threads.c.title, _threads.c.creat
                 _threads.c.updated_at)
 
 
+# Hot-path statements, built once with bound parameters (building a statement costs more than running it).
+_owned_by = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id == select(_users.c.id)
+                 .where(_users.c.name == bindparam("p_owner")).scalar_subquery())
+# One statement checks ownership, numbers the message and inserts it.
+_APPEND = insert(_messages).from_select(
+    ["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
+    select(bindparam("p_thread_id"), select(func.coalesce(func.max(_messages.c.seq) + 1, 0))
+           .where(_messages.c.thread_id == bindparam("p_thread_id")).scalar_subquery(),
+           bindparam("p_role"), bindparam("p_content_json"), bindparam("p_incomplete"), bindparam("p_now"))
+    .where(select(_threads.c.id).where(_owned_by).exists())).returning(_messages.c.seq)
+_FINISH = update(_messages).where(
+    _messages.c.thread_id == bindparam("p_thread_id"), _messages.c.seq == bindparam("p_seq"),
+    _messages.c.incomplete.is_(True), _messages.c.thread_id.in_(select(_threads.c.id).where(_owned_by))).values(
+    content_json=bindparam("p_new_content"), incomplete=bindparam("p_new_incomplete"))
+_TOUCH = update(_threads).where(_threads.c.id == bindparam("p_thread_id")).values(updated_at=bindparam("p_now"))
+_OWNER_NAME = (select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
+               .where(_threads.c.id == bindparam("p_thread_id")))
+
+
 async def create_thread(db: Database, *, owner: str, title: str = "", thread_id: str | None = None) -> Thread:
     now = time.time()
     tid = thread_id or uuid.uuid4().hex
-    async with db.write() as conn:
-        uid = (await conn.execute(select(_users.c.id).where(_users.c.name == owner))).scalar_one_or_none()
+
+    def create(conn: Connection) -> None:
+        uid = conn.execute(select(_users.c.id).where(_users.c.name == owner)).scalar_one_or_none()
         if uid is None:
             raise NotFound(f"no user {owner!r}")
-        await conn.execute(insert(_threads).values(id=tid, owner_id=uid, title=title[:200],
-                                                   created_at=now, updated_at=now))
+        conn.execute(insert(_threads).values(id=tid, owner_id=uid, title=title[:200], created_at=now, updated_at=now))
+
+    await db.transact(create)
     return Thread(id=tid, owner=owner, title=title[:200], created_at=now, updated_at=now)
 
 
@@ -50,17 +71,19 @@ async def ensure_thread(db: Database, *, owner: str, thread_id: str) -> bool:
     """Create the thread for `owner` on first use. False if it exists under another owner.
 
     One write transaction (BEGIN IMMEDIATE), so concurrent first uses cannot both insert."""
+    return await db.transact(lambda conn: ensure_in(conn, owner=owner, thread_id=thread_id))
+
+
+def ensure_in(conn: Connection, *, owner: str, thread_id: str) -> bool:
+    """`ensure_thread` inside a caller's write transaction."""
+    current = conn.execute(_OWNER_NAME, {"p_thread_id": thread_id}).scalar_one_or_none()
+    if current is not None:
+        return bool(current == owner)
+    uid = conn.execute(select(_users.c.id).where(_users.c.name == owner)).scalar_one_or_none()
+    if uid is None:
+        return False
     now = time.time()
-    async with db.write() as conn:
-        current = (await conn.execute(select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
-                                      .where(_threads.c.id == thread_id))).scalar_one_or_none()
-        if current is not None:
-            return bool(current == owner)
-        uid = (await conn.execute(select(_users.c.id).where(_users.c.name == owner))).scalar_one_or_none()
-        if uid is None:
-            return False
-        await conn.execute(insert(_threads).values(id=thread_id, owner_id=uid, title="", created_at=now,
-                                                   updated_at=now))
+    conn.execute(insert(_threads).values(id=thread_id, owner_id=uid, title="", created_at=now, updated_at=now))
     return True
 
 
@@ -87,19 +110,15 @@ async def list_threads(db: Database, *, owner: str, limit: int = 50, before: flo
 
 
 async def rename_thread(db: Database, *, owner: str, thread_id: str, title: str) -> None:
-    async with db.write() as conn:
-        result = await conn.execute(update(_threads).where(
-            _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)).values(title=title[:200]))
-        if not result.rowcount:
-            raise NotFound("no such thread")
+    stmt = update(_threads).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
+    if not await db.transact(lambda conn: conn.execute(stmt.values(title=title[:200])).rowcount):
+        raise NotFound("no such thread")
 
 
 async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
-    async with db.write() as conn:
-        result = await conn.execute(delete(_threads).where(
-            _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)))
-        if not result.rowcount:
-            raise NotFound("no such thread")
+    stmt = delete(_threads).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
+    if not await db.transact(lambda conn: conn.execute(stmt).rowcount):
+        raise NotFound("no such thread")
 
 
 async def _owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
@@ -114,21 +133,17 @@ async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
     """Append one API message; returns its sequence number in the thread."""
     if role not in ("user", "assistant"):
         raise ValueError(f"bad role {role!r}")
-    now = time.time()
-    # One statement checks ownership, numbers the message and inserts it (hot path: every turn).
-    next_seq = (select(func.coalesce(func.max(_messages.c.seq) + 1, 0))
-                .where(_messages.c.thread_id == thread_id).scalar_subquery())
-    source = select(literal(thread_id), next_seq, literal(role),
-                    literal(json.dumps(content, ensure_ascii=False)), literal(incomplete), literal(now)).where(
-        select(_threads.c.id).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)).exists())
-    stmt = (insert(_messages).from_select(["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
-                                          source).returning(_messages.c.seq))
-    async with db.write() as conn:
-        seq = (await conn.execute(stmt)).scalar_one_or_none()
+    params = {"p_thread_id": thread_id, "p_owner": owner, "p_role": role, "p_incomplete": incomplete,
+              "p_now": time.time(), "p_content_json": json.dumps(content, ensure_ascii=False)}
+
+    def append(conn: Connection) -> Any:
+        seq = conn.execute(_APPEND, params).scalar_one_or_none()
         if seq is None:
             raise NotFound("no such thread")
-        await conn.execute(update(_threads).where(_threads.c.id == thread_id).values(updated_at=now))
-    return int(seq)
+        conn.execute(_TOUCH, params)
+        return seq
+
+    return int(await db.transact(append))
 
 
 async def keep_partial(db: Database, *, owner: str, thread_id: str, text: str, seq: int | None = None) -> int:
@@ -146,16 +161,15 @@ async def keep_partial(db: Database, *, owner: str, thread_id: str, text: str, s
 async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, content: list[dict[str, Any]],
                          incomplete: bool = False) -> None:
     """Replace the content of the incomplete message `seq` (the streamed answer is complete, or cut)."""
-    now = time.time()
-    owned = select(_threads.c.id).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
-    async with db.write() as conn:
-        result = await conn.execute(update(_messages).where(
-            _messages.c.thread_id == thread_id, _messages.c.seq == seq, _messages.c.incomplete.is_(True),
-            _messages.c.thread_id.in_(owned)).values(content_json=json.dumps(content, ensure_ascii=False),
-                                                     incomplete=incomplete))
-        if not result.rowcount:
+    params = {"p_thread_id": thread_id, "p_owner": owner, "p_seq": seq, "p_new_incomplete": incomplete,
+              "p_now": time.time(), "p_new_content": json.dumps(content, ensure_ascii=False)}
+
+    def finish(conn: Connection) -> None:
+        if not conn.execute(_FINISH, params).rowcount:
             raise NotFound("no such incomplete message")
-        await conn.execute(update(_threads).where(_threads.c.id == thread_id).values(updated_at=now))
+        conn.execute(_TOUCH, params)
+
+    await db.transact(finish)
 
 
 async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:

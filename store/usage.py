@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, String, and_, bindparam, case, func, insert, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Column, Connection, String, and_, bindparam, case, func, insert, literal, or_, select, update
 
 from store.db import Database
 from store.models import BUDGETS, MODEL_CALLS, USERS
@@ -106,6 +105,17 @@ def _usage_statement() -> Any:
 
 
 _USAGE = _usage_statement()
+_RESERVE = insert(_calls).values(
+    key=bindparam("p_key"), user_id=bindparam("p_user_id"), thread_id=bindparam("p_thread_id"),
+    turn_id=bindparam("p_turn_id"), model=bindparam("p_model"), purpose=bindparam("p_purpose"), status="reserved",
+    reserved_nanousd=bindparam("p_amount"), reserved_tokens=bindparam("p_tokens"), created_at=bindparam("p_now"),
+    day=bindparam("p_day"), month=bindparam("p_month"))
+_SETTLE = update(_calls).where(_calls.c.key == bindparam("p_key"), _calls.c.status == "reserved").values(
+    status=bindparam("p_status"), cost_nanousd=bindparam("p_cost"), input_tokens=bindparam("p_input"),
+    output_tokens=bindparam("p_output"), cache_write_5m_tokens=bindparam("p_write_5m"),
+    cache_write_1h_tokens=bindparam("p_write_1h"), cache_read_tokens=bindparam("p_read"),
+    stop_reason=bindparam("p_stop_reason"), ttft_ms=bindparam("p_ttft"), latency_ms=bindparam("p_latency"),
+    error=bindparam("p_error"))
 
 
 @dataclass(frozen=True)
@@ -120,12 +130,18 @@ class Usage:
         return limit if own is None else SpendLimit(limit.name, limit.scope, own)
 
 
-async def _usage(conn: AsyncConnection, *, user: str | None, thread_id: str | None, turn_id: str | None,
-                 now: float) -> Usage:
+def _usage_params(*, user: str | None, thread_id: str | None, turn_id: str | None, now: float) -> dict[str, Any]:
     day, month = utc_day(now), utc_day(now)[:7]
-    row = (await conn.execute(_USAGE, {"user": user, "thread_id": thread_id, "turn_id": turn_id or None, "day": day,
-                                       "month_first": f"{month}-01", "month_last": f"{month}-31"})).one()
-    m = row._mapping
+    return {"user": user, "thread_id": thread_id, "turn_id": turn_id or None, "day": day,
+            "month_first": f"{month}-01", "month_last": f"{month}-31"}
+
+
+def _usage(conn: Connection, *, user: str | None, thread_id: str | None, turn_id: str | None, now: float) -> Usage:
+    return _usage_of(conn.execute(_USAGE, _usage_params(user=user, thread_id=thread_id, turn_id=turn_id, now=now)))
+
+
+def _usage_of(result: Any) -> Usage:
+    m = result.one()._mapping
     return Usage(user_id=None if m["uid"] is None else int(m["uid"]),
                  scopes={s: (int(m[f"{s}_spent"]), int(m[f"{s}_held"])) for s in _SCOPE_MEASURE},
                  own_caps={s: int(m[f"own_{s}"]) for s in ("user_day", "user_month") if m[f"own_{s}"] is not None})
@@ -139,11 +155,11 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
     read in the same transaction as the spend it is checked against."""
     now = time.time() if now is None else now
     day, month = utc_day(now), utc_day(now)[:7]
-    async with db.write() as conn:
-        usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=turn_id, now=now)
+
+    def check_and_insert(conn: Connection) -> str:
+        usage = _usage(conn, user=user, thread_id=thread_id, turn_id=turn_id, now=now)
         if usage.user_id is None:
             raise LookupError(f"no user {user!r}")
-        user_id = usage.user_id
         for default in limits:
             limit = usage.cap(default)
             used, held = usage.scopes[limit.scope]
@@ -151,11 +167,13 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
             if used + need > limit.cap:
                 raise LimitReached(limit, used, held)
         key = uuid.uuid4().hex
-        await conn.execute(insert(_calls).values(
-            key=key, user_id=user_id, thread_id=thread_id, turn_id=turn_id, model=model, purpose=purpose,
-            status="reserved", reserved_nanousd=amount_nanousd, reserved_tokens=tokens, created_at=now,
-            day=day, month=month))
-    return key
+        conn.execute(_RESERVE, {"p_key": key, "p_user_id": usage.user_id, "p_thread_id": thread_id,
+                                "p_turn_id": turn_id, "p_model": model, "p_purpose": purpose,
+                                "p_amount": amount_nanousd, "p_tokens": tokens, "p_now": now, "p_day": day,
+                                "p_month": month})
+        return key
+
+    return await db.transact(check_and_insert)
 
 
 async def settle(db: Database, *, key: str, usage: TokenUsage, cost_nanousd: int, status: str = "settled",
@@ -163,21 +181,18 @@ async def settle(db: Database, *, key: str, usage: TokenUsage, cost_nanousd: int
                  error: str | None = None) -> bool:
     """Replace a reservation by what the call really used ("released" when the call failed).
     False if it was no longer open (closed at its worst case by a restart)."""
-    async with db.write() as conn:
-        result = await conn.execute(update(_calls).where(_calls.c.key == key, _calls.c.status == "reserved").values(
-            status=status, cost_nanousd=cost_nanousd, input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens, cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens, cache_read_tokens=usage.cache_read_tokens,
-            stop_reason=stop_reason, ttft_ms=ttft_ms, latency_ms=latency_ms, error=error))
-        return bool(result.rowcount)
+    params = {"p_key": key, "p_status": status, "p_cost": cost_nanousd, "p_input": usage.input_tokens,
+              "p_output": usage.output_tokens, "p_write_5m": usage.cache_write_5m_tokens,
+              "p_write_1h": usage.cache_write_1h_tokens, "p_read": usage.cache_read_tokens,
+              "p_stop_reason": stop_reason, "p_ttft": ttft_ms, "p_latency": latency_ms, "p_error": error}
+    return await db.transact(lambda conn: bool(conn.execute(_SETTLE, params).rowcount))
 
 
 async def release_stale_reservations(db: Database) -> int:
     """At start-up no call is in flight: charge leftover reservations at their worst case (fail safe)."""
-    async with db.write() as conn:
-        result = await conn.execute(update(_calls).where(_calls.c.status == "reserved").values(
-            status="released", cost_nanousd=_calls.c.reserved_nanousd, error="outcome unknown after restart"))
-        return int(result.rowcount)
+    stmt = update(_calls).where(_calls.c.status == "reserved").values(
+        status="released", cost_nanousd=_calls.c.reserved_nanousd, error="outcome unknown after restart")
+    return await db.transact(lambda conn: int(conn.execute(stmt).rowcount))
 
 
 async def spent(db: Database, *, scope: str, user: str | None = None, thread_id: str | None = None,
@@ -191,18 +206,12 @@ async def spent(db: Database, *, scope: str, user: str | None = None, thread_id:
 async def usage_now(db: Database, *, user: str | None = None, thread_id: str | None = None,
                     at: float | None = None) -> Usage:
     """Every scope's spend and the user's own caps in one read (usage lines, cards, the console)."""
+    params = _usage_params(user=user, thread_id=thread_id, turn_id=None, now=time.time() if at is None else at)
     async with db.read() as conn:
-        usage = await _usage(conn, user=user, thread_id=thread_id, turn_id=None, now=time.time() if at is None else at)
+        usage = _usage_of(await conn.execute(_USAGE, params))
     if user is not None and usage.user_id is None:
         raise LookupError(f"no user {user!r}")
     return usage
-
-
-async def _user_id(conn: AsyncConnection, user: str) -> int:
-    uid = (await conn.execute(select(_users.c.id).where(_users.c.name == user))).scalar_one_or_none()
-    if uid is None:
-        raise LookupError(f"no user {user!r}")
-    return int(uid)
 
 
 async def get_budget(db: Database, *, user: str) -> tuple[int | None, int | None]:
@@ -214,14 +223,18 @@ async def get_budget(db: Database, *, user: str) -> tuple[int | None, int | None
 
 
 async def set_budget(db: Database, *, user: str, daily_nanousd: int | None, monthly_nanousd: int | None) -> None:
-    async with db.write() as conn:
-        uid = await _user_id(conn, user)
-        exists = (await conn.execute(select(_budgets.c.user_id).where(_budgets.c.user_id == uid))).first()
-        values = {"daily_nanousd": daily_nanousd, "monthly_nanousd": monthly_nanousd}
-        if exists:
-            await conn.execute(update(_budgets).where(_budgets.c.user_id == uid).values(**values))
+    values = {"daily_nanousd": daily_nanousd, "monthly_nanousd": monthly_nanousd}
+
+    def put(conn: Connection) -> None:
+        uid = conn.execute(select(_users.c.id).where(_users.c.name == user)).scalar_one_or_none()
+        if uid is None:
+            raise LookupError(f"no user {user!r}")
+        if conn.execute(select(_budgets.c.user_id).where(_budgets.c.user_id == uid)).first():
+            conn.execute(update(_budgets).where(_budgets.c.user_id == uid).values(**values))
         else:
-            await conn.execute(insert(_budgets).values(user_id=uid, **values))
+            conn.execute(insert(_budgets).values(user_id=uid, **values))
+
+    await db.transact(put)
 
 
 async def usage_report(db: Database, *, by: str, user: str | None = None, since_day: str | None = None

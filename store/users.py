@@ -6,7 +6,7 @@ import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from store.db import Database
 from store.models import USERS
@@ -34,12 +34,14 @@ async def add_user(db: Database, *, name: str, password: str, role: str = "user"
         raise ValueError("user names are 1-64 letters, digits, '.', '-' or '_'")
     if len(password) < 4:
         raise ValueError("password must be at least 4 characters")
-    async with db.write() as conn:
-        exists = await conn.execute(select(_users.c.id).where(_users.c.name == name))
-        if exists.first() is not None:
+    password_hash = _hasher.hash(password)  # slow by design: not inside the write transaction
+
+    def add(conn: Connection) -> None:
+        if conn.execute(select(_users.c.id).where(_users.c.name == name)).first() is not None:
             raise UserExists(f"user {name!r} already exists")
-        await conn.execute(insert(_users).values(name=name, password_hash=_hasher.hash(password),
-                                                 role=role, created_at=time.time()))
+        conn.execute(insert(_users).values(name=name, password_hash=password_hash, role=role, created_at=time.time()))
+
+    await db.transact(add)
     return User(name=name, role=role)
 
 
@@ -67,9 +69,7 @@ async def list_users(db: Database) -> list[User]:
 
 
 async def remove_user(db: Database, *, name: str) -> bool:
-    async with db.write() as conn:
-        result = await conn.execute(delete(_users).where(_users.c.name == name))
-        return bool(result.rowcount)
+    return await db.transact(lambda conn: bool(conn.execute(delete(_users).where(_users.c.name == name)).rowcount))
 
 
 def user_id_of(name: str):  # type: ignore[no-untyped-def]

@@ -142,20 +142,21 @@ async def test_changed_args_digest_is_refused(make_harness, tamper):
     await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=DeferredApprover())
     [card] = rec.of(ApprovalRequested)
     other = {"path": "notes/harmless.txt", "content": "hi"}
-    async with h.db.write() as conn:
+    def tamper_with(conn) -> None:
         if tamper == "approval_row":  # the approver is shown other arguments than the call will run
-            await conn.execute(text("UPDATE approvals SET args_json = :a, args_digest = :d WHERE id = :i"),
-                               {"a": json.dumps(other), "d": args_digest("write_file", other), "i": card.approval.id})
+            conn.execute(text("UPDATE approvals SET args_json = :a, args_digest = :d WHERE id = :i"),
+                         {"a": json.dumps(other), "d": args_digest("write_file", other), "i": card.approval.id})
         else:  # the stored call is changed after the card was shown
-            rows = (await conn.execute(text("SELECT seq, content_json FROM messages WHERE thread_id = :t"),
-                                       {"t": tid})).all()
+            rows = conn.execute(text("SELECT seq, content_json FROM messages WHERE thread_id = :t"), {"t": tid}).all()
             for seq, content_json in rows:
                 content = json.loads(content_json)
                 for b in content:
                     if b.get("type") == "tool_use":
                         b["input"] = {"path": VICTIM, "content": "TAMPERED"}
-                await conn.execute(text("UPDATE messages SET content_json = :c WHERE thread_id = :t AND seq = :s"),
-                                   {"c": json.dumps(content), "t": tid, "s": seq})
+                conn.execute(text("UPDATE messages SET content_json = :c WHERE thread_id = :t AND seq = :s"),
+                             {"c": json.dumps(content), "t": tid, "s": seq})
+
+    await h.db.transact(tamper_with)
     a = await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
                                     via="chat")
     assert a.status == "approved"

@@ -136,9 +136,9 @@ class StoreDataLayer(BaseDataLayer):
                   "end": s.get("end"), "show_input": _text(s.get("showInput")) or None,
                   "language": s.get("language"), "metadata_json": json.dumps(s.get("metadata") or {})}
         try:
-            if await self._ensure_thread(owner, thread_id):
-                await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
-                                             values=values)
+            if not await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
+                                                values=values):
+                log.warning("refused a write by %s to a thread owned by someone else", owner)
         except Exception:
             log.exception("history write failed for thread %s", thread_id)
             await cl.ErrorMessage(content="Could not save this step to your history (see the server log).").send()
