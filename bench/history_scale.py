@@ -101,6 +101,9 @@ async def main() -> None:
             async def search() -> None:
                 await thread_store.list_threads(db, owner="bob", limit=50, search="thread 99")
 
+            async def search_text() -> None:  # FTS5 over the 1,000 messages of alice's big thread
+                assert [t.id for t in await thread_store.list_threads(db, owner="alice", search="what I fou")] == [big]
+
             await load(), await get_thread(), await list_threads()  # warm-up
             gc.collect()
             rss0 = rss_mb()
@@ -109,7 +112,8 @@ async def main() -> None:
                 f"StoreDataLayer.get_thread, {N_MESSAGES} steps": (await timed(get_thread), 300),
                 f"list_threads limit 50, {N_THREADS:,} threads": (await timed(list_threads), 100),
                 "list_threads page 2 (before=…)": (await timed(list_threads_page2), 100),
-                "list_threads search='thread 99' (title/content LIKE)": (await timed(search, 5), 100),
+                f"list_threads search='thread 99' ({N_THREADS:,} titles)": (await timed(search, 5), 100),
+                f"list_threads search='what I fou' (FTS5, {N_MESSAGES} messages)": (await timed(search_text), 100),
             }
             for _ in range(30):  # more repetitions: memory must not grow with them
                 await load()
