@@ -23,6 +23,7 @@ from agent.config import Settings
 from agent.context import ModelRequest, Summary, block_tokens, build_request
 from agent.events import AgentEvent, ContextCompressed
 from agent.model import ModelClient, ModelError
+from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from store import summaries as summary_store
 from store.db import Database
 from store.usage import TokenUsage
@@ -118,8 +119,8 @@ class ModelContext:
     compresses when due, and watches the cache for breaks."""
 
     def __init__(self, *, db: Database, settings: Settings, model: ModelClient, budget: Budget,
-                 tools: list[dict[str, Any]]) -> None:
-        self.db, self.settings, self.model, self.budget = db, settings, model, budget
+                 tools: list[dict[str, Any]], trace: TraceLog = NULL_TRACE) -> None:
+        self.db, self.settings, self.model, self.budget, self.trace = db, settings, model, budget, trace
         self.watch = CacheWatch(settings.cache_ttl)
         self.compressions = 0
         if settings.cache_strategy != "none":
@@ -188,6 +189,9 @@ class ModelContext:
             log.warning("not compressing thread %s: the summary call failed: %s", thread_id, e.message)
             cost = await self.budget.release(reservation, e.partial_usage, error=e.message,
                                              latency_ms=e.latency_ms)
+            trace_model_call(self.trace, owner, thread_id, turn_id, s.summary_model, e.partial_usage, cost,
+                             stop_reason=None, ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind,
+                             purpose="summary")
             return None, cost
         except asyncio.CancelledError:  # the user pressed stop: free the reservation, then stop
             await asyncio.shield(self.budget.release(reservation, TokenUsage(), error="cancelled by the user",
@@ -195,6 +199,9 @@ class ModelContext:
             raise
         cost = await self.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                         ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
+        trace_model_call(self.trace, owner, thread_id, turn_id, s.summary_model, result.usage, cost,
+                         stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
+                         retries=result.retries, error=None, purpose="summary")
         text = "\n".join(str(b.get("text", "")) for b in result.content if b.get("type") == "text").strip()
         if not text or result.stop_reason == "refusal":
             log.warning("not compressing thread %s: the summary model returned no summary", thread_id)

@@ -27,12 +27,11 @@ from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, Te
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
-from agent.trace import NULL_TRACE, TraceLog
+from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
     Turn,
     add_usage,
     safe_emit,
-    trace_model_call,
     unresolved_tool_uses,
     usage_report,
     with_streamed_output,
@@ -67,7 +66,7 @@ class Agent:
         # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
         # that tools + system clear the model's minimum cacheable prefix.
         self.context = ModelContext(db=deps.db, settings=deps.settings, model=deps.model, budget=deps.budget,
-                                    tools=deps.registry.api_definitions())
+                                    tools=deps.registry.api_definitions(), trace=deps.trace)
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)
@@ -257,7 +256,7 @@ class Agent:
             used = with_streamed_output(e.partial_usage, e.partial_text)
             cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
             turn.cost_nano += cost
-            trace_model_call(d.trace, owner, thread_id, turn, s.model, used, cost, stop_reason=None,
+            trace_model_call(d.trace, owner, thread_id, turn.id, s.model, used, cost, stop_reason=None,
                              ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind)
             turn.usage = add_usage(turn.usage, used)
             turn.calls += 1
@@ -271,8 +270,9 @@ class Agent:
         cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                      ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
         turn.cost_nano += cost
-        trace_model_call(d.trace, owner, thread_id, turn, s.model, result.usage, cost, stop_reason=result.stop_reason,
-                         ttft_ms=result.ttft_ms, latency_ms=result.latency_ms, retries=result.retries, error=None)
+        trace_model_call(d.trace, owner, thread_id, turn.id, s.model, result.usage, cost,
+                         stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
+                         retries=result.retries, error=None)
         self.context.observe(thread_id, request, result.usage)  # counts and logs cache breaks
         turn.usage = add_usage(turn.usage, result.usage)
         turn.calls += 1

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store.usage import TokenUsage
+
 log = logging.getLogger("tollgate.trace")
 
 
@@ -46,3 +48,15 @@ class TraceLog:
 
 
 NULL_TRACE = TraceLog(None, content=False)
+
+
+def trace_model_call(trace: TraceLog, owner: str, thread_id: str | None, turn_id: str, model: str, u: TokenUsage,
+                     cost_nano: int, *, stop_reason: str | None, ttft_ms: float | None, latency_ms: float,
+                     retries: int | None, error: str | None, purpose: str = "chat") -> None:
+    """One model call in the trace (and OpenTelemetry): chat answers and context summaries alike."""
+    trace.emit("model_call", user=owner, thread=thread_id, turn=turn_id, model=model, purpose=purpose,
+               stop_reason=stop_reason, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+               cache_write_tokens=u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+               cache_read_tokens=u.cache_read_tokens, cost_nanousd=cost_nano,
+               ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), model_ms=round(latency_ms, 3),
+               retries=retries, error=error)

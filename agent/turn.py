@@ -11,7 +11,6 @@ from agent import budget as budget_mod
 from agent.budget import Budget
 from agent.context import tool_uses
 from agent.events import AgentEvent, EventSink, Notice, UsageReport
-from agent.trace import TraceLog
 from store.usage import TokenUsage
 from store.values import StoredMessage
 
@@ -46,17 +45,6 @@ def unresolved_tool_uses(messages: list[StoredMessage]) -> list[dict[str, Any]]:
             answered = {b.get("tool_use_id") for m in messages[i + 1:] for b in m.content}
             return [u for u in tool_uses(messages[i].content) if u["id"] not in answered]
     return []
-
-
-def trace_model_call(trace: TraceLog, owner: str, thread_id: str, turn: Turn, model: str, u: TokenUsage,
-                     cost_nano: int, *, stop_reason: str | None, ttft_ms: float | None, latency_ms: float,
-                     retries: int | None, error: str | None) -> None:
-    trace.emit("model_call", user=owner, thread=thread_id, turn=turn.id, model=model, purpose="chat",
-               stop_reason=stop_reason, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-               cache_write_tokens=u.cache_write_5m_tokens + u.cache_write_1h_tokens,
-               cache_read_tokens=u.cache_read_tokens, cost_nanousd=cost_nano,
-               ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), model_ms=round(latency_ms, 3),
-               retries=retries, error=error)
 
 
 async def usage_report(budget: Budget, owner: str, thread_id: str, turn: Turn) -> UsageReport:

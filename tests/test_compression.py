@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from agent.events import ContextCompressed
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable, to_nano
+from agent.trace import TraceLog
 from store import summaries as summary_store
 from store import threads as thread_store
 from store.db import Database
@@ -292,3 +294,16 @@ async def test_no_compression_that_would_free_too_little(rig):
         await r.turn(n)
     [event] = r.events.of(ContextCompressed)
     assert event.tokens_before - event.tokens_after >= r.settings.compress_above_tokens // 4 - 200
+
+
+async def test_the_summary_call_is_traced_like_a_chat_call(rig, tmp_path):
+    r = await rig()
+    r.agent.deps.trace = r.agent.context.trace = TraceLog(tmp_path / "trace.jsonl", content=False)
+    await run_until_compressed(r)
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    [summary] = [t for t in lines if t["kind"] == "model_call" and t["purpose"] == "summary"]
+    [stored] = [c for c in await r.calls() if c.purpose == "summary"]
+    assert summary["model"] == SUMMARY_MODEL and summary["cost_nanousd"] == stored.cost_nanousd > 0
+    assert summary["user"] == "alice" and summary["thread"] == r.thread and summary["turn"]
+    chat_costs = sum(t["cost_nanousd"] for t in lines if t["kind"] == "model_call")
+    assert chat_costs == sum(c.cost_nanousd for c in await r.calls())  # the trace accounts for every call
