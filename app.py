@@ -14,7 +14,7 @@ from chainlit.config import config as chainlit_config  # noqa: E402
 from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
-from ui import chat, operator  # noqa: E402
+from ui import chat, loop_monitor, operator  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
 
@@ -25,6 +25,7 @@ operator.install(chainlit_app)
 
 @cl.on_app_startup
 async def startup() -> None:
+    loop_monitor.start()  # measures event-loop stalls when TOLLGATE_LOOP_LAG_FILE is set (bench/)
     await chat.runtime()
 
 

@@ -83,3 +83,20 @@ async def test_no_model_request_mixes_two_users_content(make_harness):
         [me] = mine
         if "tool_result" in body:
             assert f"{me}-file-secret" in body  # each read its own workspace
+
+
+async def test_password_hashing_runs_off_the_event_loop(db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 costs ~100 ms of CPU by design: on the loop it would stall every chat during a login."""
+    import threading
+
+    threads: list[threading.Thread] = []
+    real = user_store._hasher
+
+    class Spy:
+        def verify(self, hash_: str, password: str) -> bool:
+            threads.append(threading.current_thread())
+            return real.verify(hash_, password)
+
+    monkeypatch.setattr(user_store, "_hasher", Spy())
+    assert await user_store.authenticate(db, name="alice", password="alice-pw") is not None
+    assert threads and threads[0] is not threading.main_thread()
