@@ -295,20 +295,12 @@ class Agent:
         return True
 
     async def _keep_partial(self, answer: PartialAnswer, partial: str, emit: EventSink) -> None:
-        await self._store_cut(answer, partial)
+        await answer.keep_cut(partial)
         await safe_emit(emit, AssistantMessageDone(text=partial, incomplete=True))
-
-    @staticmethod
-    async def _store_cut(answer: PartialAnswer, partial: str) -> None:
-        """A cut answer stays in the history marked incomplete (and out of the model's context)."""
-        if partial.strip():
-            await answer.finish([{"type": "text", "text": partial}], incomplete=True)
-        else:
-            await answer.settle()
 
     async def _on_cancel(self, reservation: Reservation, answer: PartialAnswer, progress: StreamProgress) -> None:
         partial = "".join(progress.text)
         await self.deps.budget.release(reservation, with_streamed_output(progress.usage, partial),
                                        error="cancelled by the user", latency_ms=0.0)
-        await self._store_cut(answer, partial)
+        await answer.keep_cut(partial)
 

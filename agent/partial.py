@@ -68,3 +68,10 @@ class PartialAnswer:
         await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
                                           seq=self.seq, content=content, incomplete=incomplete)
         return self.seq
+
+    async def keep_cut(self, text: str) -> None:
+        """A cut answer (error, stop) stays in the history marked incomplete, out of the model's context."""
+        if text.strip():
+            await self.finish([{"type": "text", "text": text}], incomplete=True)
+        else:
+            await self.settle()
