@@ -1,7 +1,7 @@
 """Benchmark 2: the per-turn write path — store.threads.append_message ×2, store.usage.reserve + settle.
 
 Measured alone (one writer, sequential turns) and with 20 concurrent writers (asyncio tasks sharing the
-app's Database: single writer engine, BEGIN IMMEDIATE), against plain `sqlite3` doing the same SQL on a
+app's Database: one writer thread, BEGIN IMMEDIATE), against plain `sqlite3` doing the same SQL on a
 database with the same schema (created by the same Database.create_schema), WAL + synchronous=NORMAL
 + busy_timeout, one connection per writer thread. Reported per turn (the 4 transactions) and per
 transaction. Targets: p50 ≤ 5 ms, p99 ≤ 50 ms (per transaction; the per-turn figures are shown too).
