@@ -60,7 +60,7 @@ async def test_approver_that_raises_runs_nothing(make_harness, tool):
 
 @pytest.mark.parametrize("tool", sorted(CALLS))
 async def test_approver_that_never_answers_runs_nothing(make_harness, tool):
-    h = make_harness(_script(tool), approval_timeout_s=0.2)
+    h = make_harness(_script(tool), approval_timeout_s=1.0)  # the card must be shown before the deadline
 
     class Silent:
         async def decide(self, approval):

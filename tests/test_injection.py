@@ -322,7 +322,7 @@ NEVER_ANSWERS_CASES = [c for c in SIDE_EFFECT_CASES if c.channel == "error"]
 @pytest.mark.parametrize("case", NEVER_ANSWERS_CASES, ids=lambda c: c.id)
 async def test_injection_with_approver_that_never_answers(make_agent, pages, case):
     approver = NeverAnswers()
-    await _run_case(make_agent, pages, case, approver, approval_timeout_s=0.3)
+    await _run_case(make_agent, pages, case, approver, approval_timeout_s=1.0)
     assert approver.asked
 
 
