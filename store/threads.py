@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
@@ -40,9 +40,11 @@ _owned_by = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id 
 # One statement checks ownership, numbers the message and inserts it.
 _APPEND = insert(_messages).from_select(
     ["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
-    select(bindparam("p_thread_id"), select(func.coalesce(func.max(_messages.c.seq) + 1, 0))
+    # Typed binds: in a SELECT list nothing else tells PostgreSQL their types.
+    select(bindparam("p_thread_id", type_=String), select(func.coalesce(func.max(_messages.c.seq) + 1, 0))
            .where(_messages.c.thread_id == bindparam("p_thread_id")).scalar_subquery(),
-           bindparam("p_role"), bindparam("p_content_json"), bindparam("p_incomplete"), bindparam("p_now"))
+           bindparam("p_role", type_=String), bindparam("p_content_json", type_=Text),
+           bindparam("p_incomplete", type_=Boolean), bindparam("p_now", type_=Float))
     .where(select(_threads.c.id).where(_owned_by).exists())).returning(_messages.c.seq)
 _FINISH = update(_messages).where(
     _messages.c.thread_id == bindparam("p_thread_id"), _messages.c.seq == bindparam("p_seq"),
