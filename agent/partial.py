@@ -30,7 +30,6 @@ class PartialAnswer:
         self._saved_at = time.monotonic()
         self._saving: asyncio.Task[None] | None = None
         self.seq: int | None = None  # the stored row, once the first save has landed
-        self.saves = 0
 
     def add(self, delta: str) -> None:
         self._text.append(delta)
@@ -46,7 +45,6 @@ class PartialAnswer:
         try:
             self.seq = await thread_store.keep_partial(self._db, owner=self._owner, thread_id=self._thread_id,
                                                        text=text, seq=self.seq)
-            self.saves += 1
         except Exception:  # the final write still happens (and raises); only crash-durability is lost
             log.exception("could not keep the streaming answer of thread %s", self._thread_id)
         else:

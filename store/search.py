@@ -31,7 +31,7 @@ DDL = [
     "WHERE id = new.id; END",
     "CREATE TRIGGER IF NOT EXISTS message_search_ad AFTER DELETE ON messages BEGIN "
     "DELETE FROM message_search WHERE rowid = old.id; END",
-    # A database made before the index existed: index what it already holds, once.
+    # Whatever is not indexed yet (a database made before the index existed); at start-up, cheap when none.
     "INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text "
     "WHERE id NOT IN (SELECT rowid FROM message_search)",
 ]
