@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, column, func, literal_column, select, table
+from sqlalchemy import ColumnElement, Connection, column, func, literal_column, select, table
 
 from store.models import MESSAGES, THREADS
 
@@ -31,16 +31,19 @@ DDL = [
     "WHERE id = new.id; END",
     "CREATE TRIGGER IF NOT EXISTS message_search_ad AFTER DELETE ON messages BEGIN "
     "DELETE FROM message_search WHERE rowid = old.id; END",
-    # Whatever is not indexed yet (a database made before the index existed); at start-up, cheap when none.
-    "INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text "
-    "WHERE id NOT IN (SELECT rowid FROM message_search)",
 ]
+# A database made before the index existed: index what it holds, once (only when the index is created).
+BACKFILL = ("INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text")
 
 
-def create(conn: Any) -> None:
-    """Run inside the schema transaction (a sync connection): index, triggers, backfill."""
+def create(conn: Connection) -> None:
+    """Run inside the schema transaction: the index, its triggers, and a backfill if the index is new."""
+    existed = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message_search'").first() is not None
     for statement in DDL:
         conn.exec_driver_sql(statement)
+    if not existed:
+        conn.exec_driver_sql(BACKFILL)
 
 
 def fts_query(search: str) -> str | None:

@@ -11,18 +11,11 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from store.db import Database
 from store.models import THREADS, UI_STEPS, USERS
-from store.threads import NotFound, ensure_in
+from store.threads import NotFound, ensure_in, require_owned
 from store.users import user_id_of
 
 _FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_at", "start", "end", "show_input",
            "language", "metadata_json")
-
-
-async def _owned(conn: Any, owner: str, thread_id: str) -> None:
-    found = await conn.execute(select(THREADS.c.id).where(THREADS.c.id == thread_id,
-                                                          THREADS.c.owner_id == user_id_of(owner)))
-    if found.first() is None:
-        raise NotFound("no such thread")
 
 
 async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> bool:
@@ -54,7 +47,7 @@ async def delete_step(db: Database, *, owner: str, step_id: str) -> None:
 
 async def list_steps(db: Database, *, owner: str, thread_id: str) -> list[dict[str, Any]]:
     async with db.read() as conn:
-        await _owned(conn, owner, thread_id)
+        await require_owned(conn, owner, thread_id)
         rows = await conn.execute(select(UI_STEPS).where(UI_STEPS.c.thread_id == thread_id).order_by(UI_STEPS.c.seq))
         return [{**dict(r._mapping), "metadata": json.loads(r.metadata_json or "{}")} for r in rows]
 

@@ -123,7 +123,8 @@ async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
         raise NotFound("no such thread")
 
 
-async def _owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
+async def require_owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
+    """Inside a read: NotFound unless `owner` owns the thread."""
     found = await conn.execute(select(_threads.c.id).where(
         _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)))
     if found.first() is None:
@@ -176,7 +177,7 @@ async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, 
 
 async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:
     async with db.read() as conn:
-        await _owned(conn, owner, thread_id)
+        await require_owned(conn, owner, thread_id)
         rows = await conn.execute(
             select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
                    _messages.c.created_at)
