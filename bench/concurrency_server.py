@@ -8,8 +8,8 @@ thread each, over 10 users. After a one-turn warm-up all N connect, then each se
 Turn wall = emit("client_message") → the usage line (new_message named "usage") here. Added = wall − the
 model's own time for that turn (Σ finished − started of its streams, matched by tag). Server CPU from
 /proc/<pid>/stat, loop-thread CPU and run-queue wait from its schedstat; RSS = VmRSS after warm-up vs the
-peak (100 ms samples). Loop stalls: ui/loop_monitor.py in the server (TOLLGATE_LOOP_LAG_FILE); until app.py
-starts it, the server runs a wrapper entry that does (BENCH_PROFILE=file adds a cProfile of the loop thread).
+peak (100 ms samples). Loop stalls: ui/loop_monitor.py in the server (TOLLGATE_LOOP_LAG_FILE, started by app.py);
+BENCH_PROFILE=file adds a cProfile of the server's loop thread.
 Run: .venv/bin/python bench/concurrency_server.py [N ...]   (default: 10 50 200)
 """
 
@@ -42,25 +42,22 @@ TURN_TIMEOUT_S = 300
 TAG = re.compile(r"^\[t:(\w+)\] ")
 LIMITS = {"TOLLGATE_USER_DAILY_USD": "100000", "TOLLGATE_USER_MONTHLY_USD": "100000",
           "TOLLGATE_GLOBAL_DAILY_USD": "1000000", "TOLLGATE_MAX_USD_PER_THREAD": "100000"}
-WRAPPER = """import cProfile, os, sys
+# BENCH_PROFILE=file: the server runs this entry instead of app.py, to profile its loop thread.
+PROFILED_ENTRY = """import cProfile, os, sys
 sys.path.insert(0, {root!r})
 import chainlit as cl
 import app
-from ui import loop_monitor
-PROFILE = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+PROFILE = cProfile.Profile()
 
 @cl.on_app_startup
-async def startup_with_loop_monitor() -> None:
-    loop_monitor.start()
+async def startup_profiled() -> None:
     await app.startup()
-    if PROFILE:
-        PROFILE.enable()
+    PROFILE.enable()
 
 @cl.on_app_shutdown
-async def shutdown_with_profile() -> None:
-    if PROFILE:
-        PROFILE.disable()
-        PROFILE.dump_stats(os.environ["BENCH_PROFILE"])
+async def shutdown_profiled() -> None:
+    PROFILE.disable()
+    PROFILE.dump_stats(os.environ["BENCH_PROFILE"])
     await app.shutdown()
 """
 
@@ -149,18 +146,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def monitor_wired() -> bool:
-    return any("loop_monitor" in (ROOT / f).read_text() for f in ("app.py", "ui/chat.py", "ui/runtime.py"))
-
-
 def start_server(work: Path, model_url: str, lag_file: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CHAINLIT_AUTH_SECRET", "CI")}
     env.update(LIMITS, TOLLGATE_DATA_DIR=str(work / "data"), CHAINLIT_HOST="127.0.0.1", CHAINLIT_PORT=str(port),
                ANTHROPIC_API_KEY="demo-key", ANTHROPIC_BASE_URL=model_url, TOLLGATE_LOOP_LAG_FILE=str(lag_file))
     entry = "app.py"
-    if not monitor_wired() or os.environ.get("BENCH_PROFILE"):  # cProfile of the server's loop thread
-        (work / "entry.py").write_text(WRAPPER.format(root=str(ROOT)))
+    if os.environ.get("BENCH_PROFILE"):
+        (work / "entry.py").write_text(PROFILED_ENTRY.format(root=str(ROOT)))
         entry = str(work / "entry.py")
     with (work / "server.log").open("wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "chainlit"), "run", entry, "--headless",
@@ -327,7 +320,7 @@ def report(results: list[dict[str, Any]]) -> None:
     print(f"Machine: {machine()}\n")
     print(f"{MESSAGES} messages per session, each = list_files tool call (2 model calls); demo model in its own "
           f"process, first token {FIRST_TOKEN_S * 1000:.0f} ms, unpaced; {USERS} users; real chainlit server "
-          f"over socket.io; loop monitor {'wired in the app' if monitor_wired() else 'started by a wrapper entry'}.\n")
+          "over socket.io; loop stalls from ui/loop_monitor.py in the server.\n")
     rows = []
     for r in results:
         rows.append([r["n"], r["turns"], r["failed"], r["calls"], pct(r["own"], 50) * 1e3, pct(r["walls"], 50) * 1e3,
