@@ -1,0 +1,52 @@
+"""What app.py changes in chainlit: its message and step constructors no longer block the event loop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from store import steps as step_store
+from store import threads as thread_store
+
+ROOT = Path(__file__).resolve().parents[1]
+# The app as `chainlit run` loads it; then one Message and one Step built with time.sleep recorded.
+PROBE = """
+import asyncio, time
+import app
+import chainlit as cl
+from chainlit.context import init_http_context
+
+async def main():
+    calls, real = [], time.sleep
+    time.sleep = calls.append
+    try:
+        init_http_context()
+        cl.Message(content="x")
+        cl.Step(name="s")
+    finally:
+        time.sleep = real
+    print("sleeps", calls)
+
+asyncio.run(main())
+"""
+
+
+def test_building_messages_and_steps_in_the_app_never_sleeps(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "TOLLGATE_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sleeps []" in out.stdout, out.stdout  # chainlit 2.x sleeps 1 ms in each constructor
+
+
+async def test_steps_written_with_the_same_created_at_keep_their_write_order(db):
+    # Why the sleep is not needed: chainlit added it so steps get distinct createdAt; ours order by write.
+    t = await thread_store.create_thread(db, owner="alice")
+    same = "2026-11-24T03:00:00.000000Z"
+    names = [f"step {i}" for i in range(12)]
+    for i, name in enumerate(reversed(names)):  # ids sort opposite to the write order
+        await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id=f"id-{i:02d}",
+                                     values={"name": name, "type": "assistant_message", "created_at": same})
+    listed = await step_store.list_steps(db, owner="alice", thread_id=t.id)
+    assert [s["name"] for s in listed] == list(reversed(names))
