@@ -6,6 +6,7 @@ can stop cleanly and tell the user what was spent, what remains and when it rese
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -104,15 +105,29 @@ class Budget:
         limits = self.limits_for(user=user, thread_id=thread_id)
         if calls_this_turn_cap is not None:
             limits.append(SpendLimit("limit of model calls per message", "turn_calls", calls_this_turn_cap))
+        reserving = asyncio.ensure_future(usage_store.reserve(
+            self.db, user=user, thread_id=thread_id, turn_id=turn_id, model=model, purpose=purpose,
+            amount_nanousd=worst, tokens=prompt_tokens + max_tokens, limits=limits, now=now))
         try:
-            key = await usage_store.reserve(self.db, user=user, thread_id=thread_id, turn_id=turn_id, model=model,
-                                            purpose=purpose, amount_nanousd=worst,
-                                            tokens=prompt_tokens + max_tokens, limits=limits, now=now)
+            key = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            # The writer thread commits the reservation whether or not we wait (a stop pressed meanwhile):
+            # free it, or it stays held until a restart charges it at its worst case.
+            await asyncio.shield(self._free_abandoned(reserving))
+            raise
         except LimitReached as e:
             needed = {"thread_tokens": prompt_tokens + max_tokens, "thread_calls": 1,
                       "turn_calls": 1}.get(e.limit.scope, worst)
             raise BudgetExceeded(e.limit, e.used, needed, e.in_flight) from None
         return Reservation(key=key, model=model, nanousd=worst, on=today)
+
+    async def _free_abandoned(self, reserving: asyncio.Future[str]) -> None:
+        try:
+            key = await reserving
+        except Exception:  # nothing was reserved (a limit was reached, the write failed)
+            return
+        await usage_store.settle(self.db, key=key, usage=TokenUsage(), cost_nanousd=0, status="released",
+                                 error="cancelled before the call started")
 
     def cost_nano(self, model: str, usage: TokenUsage, on: date | None = None) -> int:
         return to_nano(self.prices.cost_usd(model, usage, on or datetime.now(UTC).date()))

@@ -267,3 +267,32 @@ async def test_unknown_user_is_a_clear_error(db, settings):
     with pytest.raises(LookupError, match="no user 'mallory'"):
         await budget.reserve(user="mallory", thread_id=None, turn_id="a", model=settings.model, purpose="chat",
                              prompt_tokens=10, max_tokens=10)
+
+
+async def test_a_reservation_whose_caller_is_cancelled_is_freed_not_left_held(make_harness):
+    # The stop button can land while the reservation's transaction waits for the writer thread; that
+    # transaction still commits, and nothing would settle it before the next restart charged it in full.
+    import threading
+
+    h = make_harness([])
+    tid = await h.thread()
+    started, go_on = threading.Event(), threading.Event()
+
+    def hold_the_writer(_conn) -> None:
+        started.set()
+        go_on.wait(10)
+
+    blocker = asyncio.ensure_future(h.db.transact(hold_the_writer))
+    await asyncio.to_thread(started.wait, 10)
+    reserving = asyncio.ensure_future(h.agent.deps.budget.reserve(
+        user="alice", thread_id=tid, turn_id="t1", model="claude-sonnet-5-5", purpose="chat",
+        prompt_tokens=1_000, max_tokens=1_000))
+    await asyncio.sleep(0)  # one loop step: reserve() starts its transaction (queued behind the blocker)
+    reserving.cancel()
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await reserving
+    await blocker
+    [row] = await calls(h.db)
+    assert (row.status, row.cost_nanousd) == ("released", 0)
+    assert (await usage_store.usage_now(h.db, user="alice", thread_id=tid)).scopes["user_day"] == (0, 0)
