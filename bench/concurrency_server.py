@@ -22,12 +22,10 @@ import json
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, machine, pct, table
+from tests.e2e.conftest import Server, start_server, stop_server
 
 MESSAGES, USERS, FIRST_TOKEN_S, PASSWORD = 5, 10, 0.3, "bench-password"
 TURN_TIMEOUT_S = 300
@@ -140,34 +139,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(work: Path, model_url: str, lag_file: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("CHAINLIT_AUTH_SECRET", "CI")}
-    env.update(LIMITS, TOLLGATE_DATA_DIR=str(work / "data"), CHAINLIT_HOST="127.0.0.1", CHAINLIT_PORT=str(port),
-               ANTHROPIC_API_KEY="demo-key", ANTHROPIC_BASE_URL=model_url, TOLLGATE_LOOP_LAG_FILE=str(lag_file))
+def launch(work: Path, model_url: str, lag_file: Path) -> Server:
     entry = "app.py"
     if os.environ.get("BENCH_PROFILE"):
         (work / "entry.py").write_text(PROFILED_ENTRY.format(root=str(ROOT)))
         entry = str(work / "entry.py")
-    with (work / "server.log").open("wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "chainlit"), "run", entry, "--headless",
-                                 "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
-    while True:  # readiness = the first 200
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError((work / "server.log").read_text()[-3000:])
-        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/", timeout=2) as r:
-            if r.status == 200:
-                return proc, url
-        time.sleep(0.1)
+    return start_server(work / "data", {**LIMITS, "ANTHROPIC_API_KEY": "demo-key", "ANTHROPIC_BASE_URL": model_url,
+                                         "TOLLGATE_LOOP_LAG_FILE": str(lag_file)}, entry=entry)
 
 
 async def add_users(data_dir: Path) -> list[str]:
@@ -251,7 +229,8 @@ async def run_level(n: int, tmp: Path, model: Model) -> dict[str, Any]:
     (work / "data").mkdir(parents=True)
     users = await add_users(work / "data")
     lag_file = work / "loop_lag.jsonl"
-    proc, url = start_server(work, model.url, lag_file)
+    server = launch(work, model.url, lag_file)
+    proc, url = server.proc, server.url
     pid, sessions, stalls, peak = proc.pid, [], [], [0.0]
     stop = asyncio.Event()
 
@@ -305,8 +284,7 @@ async def run_level(n: int, tmp: Path, model: Model) -> dict[str, Any]:
     finally:
         stop.set()
         await asyncio.gather(*(s.sio.disconnect() for s in sessions), return_exceptions=True)
-        proc.terminate()
-        stop_process(proc)
+        stop_server(server)
     turns = [(tag, w) for p in played for tag, w in p if w == w]
     added = [w - own.get(tag, [0, 0.0])[1] for tag, w in turns]
     return {"n": n, "turns": len(turns), "failed": n * MESSAGES - len(turns), "wall": wall, "connect_s": connect_s,

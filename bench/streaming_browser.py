@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +43,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from agent.demo_model import DemoModelServer, DemoSettings
 from agent.demo_model.demo_brain import filler_text
 from bench._common import machine, median, pct, table
-from tests.e2e.conftest import BIN, CHROMIUM, CHROMIUM_ARGS, PASSWORD, ROOT, Server, free_port, stop_server
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, ROOT, Server, start_server, stop_server
 
 ARGS = [*CHROMIUM_ARGS, "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows"]
@@ -94,29 +93,6 @@ async def final(page: Any) -> dict[str, Any]:
         return await asyncio.wait_for(page.evaluate(FINAL), 60)
     except (TimeoutError, PlaywrightError):
         return NO_DATA
-
-
-def start(data_dir: Path, extra: dict[str, str]) -> Server:
-    """Like tests/e2e/conftest.start_server, whose env.pop would drop our ANTHROPIC_API_KEY."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "CHAINLIT_AUTH_SECRET")}
-    env.update({"TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1", "CHAINLIT_PORT": str(port), **extra})
-    data_dir.mkdir(parents=True)
-    log = data_dir.parent / f"server-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(BIN / "chainlit"), "run", "app.py", "--headless", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log=log, env=env)
-    deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:  # ready = the first 200
-        try:
-            with urllib.request.urlopen(server.url + "/", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.1)  # readiness probe interval
-    stop_server(server)
-    raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
 
 
 def add_user(server: Server) -> None:
@@ -390,7 +366,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i, (v, extra) in enumerate(VARIANTS.items()):
-                servers[v] = start(Path(tmp) / f"data{i}", {**common, **extra})
+                servers[v] = start_server(Path(tmp) / f"data{i}", {**common, **extra})
                 add_user(servers[v])
             out = asyncio.run(run_all(servers, demo, args.levels, expected, args.tokens / args.rate, args.pages,
                                      args))

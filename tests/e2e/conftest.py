@@ -48,17 +48,18 @@ class Server:
         return done.stdout.decode()
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str = "app.py") -> Server:
+    """`chainlit run` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
+    inherited from the shell never leaks into tests, one passed here is used."""
     port = free_port()
-    env = {**os.environ, "TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1",
+    inherited = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "CHAINLIT_AUTH_SECRET")}
+    env = {**inherited, "TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1",
            "CHAINLIT_PORT": str(port), "TOLLGATE_DEMO_FIRST_TOKEN_MS": "20", "TOLLGATE_DEMO_TOKENS_PER_SEC": "400",
            **(extra_env or {})}
-    env.pop("ANTHROPIC_API_KEY", None)
-    env.pop("CHAINLIT_AUTH_SECRET", None)
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([str(BIN / "chainlit"), "run", "app.py", "--headless", "--host", "127.0.0.1",
+        proc = subprocess.Popen([str(BIN / "chainlit"), "run", entry, "--headless", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log=log, env=env)
     deadline = time.monotonic() + 90
