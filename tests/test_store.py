@@ -100,3 +100,23 @@ async def test_password_hashing_runs_off_the_event_loop(db, monkeypatch: pytest.
     monkeypatch.setattr(user_store, "_hasher", Spy())
     assert await user_store.authenticate(db, name="alice", password="alice-pw") is not None
     assert threads and threads[0] is not threading.main_thread()
+
+
+async def test_history_steps_are_created_then_updated_in_place_and_stay_in_their_thread(db):
+    from store import steps as step_store
+
+    t = await thread_store.create_thread(db, owner="alice")
+    other = await thread_store.create_thread(db, owner="alice")
+    first = {"name": "list_files", "type": "tool", "input": "{}", "output": "", "is_error": False}
+    assert await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s1", values=first)
+    assert await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s1",
+                                        values={**first, "output": "a.txt", "is_error": True})
+    assert await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s2",
+                                        values={"name": "answer", "output": "done"})
+    [s1, s2] = await step_store.list_steps(db, owner="alice", thread_id=t.id)
+    assert (s1["id"], s1["name"], s1["output"], s1["is_error"]) == ("s1", "list_files", "a.txt", True)
+    assert (s2["id"], s2["output"], s2["type"]) == ("s2", "done", "")  # a field not sent keeps its default
+    with pytest.raises(NotFound):  # a step id of one thread cannot be rewritten through another
+        await step_store.upsert_step(db, owner="alice", thread_id=other.id, step_id="s1", values={"output": "x"})
+    assert not await step_store.upsert_step(db, owner="bob", thread_id=t.id, step_id="s3", values={"output": "x"})
+    assert [s["output"] for s in await step_store.list_steps(db, owner="alice", thread_id=t.id)] == ["a.txt", "done"]
