@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from agent.config import Settings
-from ui.setup import ensure_auth_secret, restrict_origins
+from ui.setup import ensure_auth_secret, restrict_origins, tune_gc_after_startup
 
 ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
 
@@ -29,6 +29,7 @@ operator.install(chainlit_app)
 async def startup() -> None:
     loop_monitor.start()  # measures event-loop stalls when TOLLGATE_LOOP_LAG_FILE is set (bench/)
     await chat.runtime()
+    tune_gc_after_startup()
 
 
 @cl.on_app_shutdown

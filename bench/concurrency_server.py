@@ -11,6 +11,8 @@ model's own time for that turn (Σ finished − started of its streams, matched 
 peak (100 ms samples). Loop stalls: ui/loop_monitor.py in the server (TOLLGATE_LOOP_LAG_FILE, started by app.py);
 BENCH_PROFILE=file adds a cProfile of the server's loop thread.
 Run: .venv/bin/python bench/concurrency_server.py [N ...]   (default: 10 50 200)
+BENCH_THINK_S=S: each session first waits a random think time (exponential, mean S, seeded) before every
+message, as people reading an answer do; the default 0 is the saturation case (next message at once).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import copy
 import json
 import os
+import random
 import re
 import resource
 import subprocess
@@ -38,6 +41,7 @@ from tests.e2e.conftest import Server, start_server, stop_server
 
 MESSAGES, USERS, FIRST_TOKEN_S, PASSWORD = 5, 10, 0.3, "bench-password"
 TURN_TIMEOUT_S = 300
+THINK_S = float(os.environ.get("BENCH_THINK_S", "0"))
 TAG = re.compile(r"^\[t:(\w+)\] ")
 LIMITS = {"TOLLGATE_USER_DAILY_USD": "100000", "TOLLGATE_USER_MONTHLY_USD": "100000",
           "TOLLGATE_GLOBAL_DAILY_USD": "1000000", "TOLLGATE_MAX_USD_PER_THREAD": "100000"}
@@ -245,9 +249,11 @@ async def run_level(n: int, tmp: Path, model: Model) -> dict[str, Any]:
                 peak[0] = max(peak[0], rss_mb(pid))
 
     async def play(i: int, s: Session) -> list[tuple[str, float]]:
-        out = []
+        out, rng = [], random.Random(i)
         for k in range(MESSAGES):
             tag = f"n{n}s{i}m{k}"
+            if THINK_S:
+                await asyncio.sleep(rng.expovariate(1 / THINK_S))  # the simulated user reads, then types
             try:
                 out.append((tag, await s.turn(f"[t:{tag}] list my files")))
             except TimeoutError:
@@ -296,7 +302,8 @@ async def run_level(n: int, tmp: Path, model: Model) -> dict[str, Any]:
 
 def report(results: list[dict[str, Any]]) -> None:
     print(f"Machine: {machine()}\n")
-    print(f"{MESSAGES} messages per session, each = list_files tool call (2 model calls); demo model in its own "
+    print(f"{MESSAGES} messages per session, each = list_files tool call (2 model calls), think time "
+          f"{f'exponential, mean {THINK_S:g} s' if THINK_S else '0 (next message at once)'}; demo model in its own "
           f"process, first token {FIRST_TOKEN_S * 1000:.0f} ms, unpaced; {USERS} users; real chainlit server "
           "over socket.io; loop stalls from ui/loop_monitor.py in the server.\n")
     rows = []
