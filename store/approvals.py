@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from store.db import Database
 from store.models import ALWAYS_APPROVE, APPROVALS, THREADS, TOOL_CALLS, USERS
-from store.threads import NotFound
+from store.threads import NotFound, owner_in
 from store.values import Approval, ToolOutcome
 
 _appr = APPROVALS
@@ -42,11 +42,6 @@ def _select() -> Any:
             .join(_users, _users.c.id == _threads.c.owner_id))
 
 
-def _owned(owner: str, thread_id: str) -> Any:
-    return (select(_threads.c.id).join(_users, _users.c.id == _threads.c.owner_id)
-            .where(_threads.c.id == thread_id, _users.c.name == owner))
-
-
 _this_call = (_calls.c.thread_id == bindparam("p_thread_id"), _calls.c.tool_use_id == bindparam("p_tool_use_id"))
 _CLEAR_RUNNING = delete(_calls).where(*_this_call, _calls.c.status == "running")
 _START_CALL = insert(_calls).values(thread_id=bindparam("p_thread_id"), tool_use_id=bindparam("p_tool_use_id"),
@@ -64,7 +59,7 @@ async def request_approval(db: Database, *, owner: str, thread_id: str, tool_use
     now = time.time()
 
     def request(conn: Connection) -> Approval:
-        if conn.execute(_owned(owner, thread_id)).first() is None:
+        if owner_in(conn, thread_id=thread_id) != owner:
             raise NotFound("no such thread")
         this = (_appr.c.thread_id == thread_id, _appr.c.tool_use_id == tool_use_id)
         existing = conn.execute(_select().where(*this)).first()
@@ -189,7 +184,7 @@ async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str
 async def set_always_approve(db: Database, *, owner: str, thread_id: str, tool: str, on: bool) -> None:
     """Turn "approve always" for a tool in one of the owner's threads on or off."""
     def put(conn: Connection) -> None:
-        if conn.execute(_owned(owner, thread_id)).first() is None:
+        if owner_in(conn, thread_id=thread_id) != owner:
             raise NotFound("no such thread")
         conn.execute(delete(ALWAYS_APPROVE).where(ALWAYS_APPROVE.c.thread_id == thread_id,
                                                   ALWAYS_APPROVE.c.tool == tool))

@@ -51,6 +51,7 @@ _FINISH = update(_messages).where(
     _messages.c.incomplete.is_(True), _messages.c.thread_id.in_(select(_threads.c.id).where(_owned_by))).values(
     content_json=bindparam("p_new_content"), incomplete=bindparam("p_new_incomplete"))
 _TOUCH = update(_threads).where(_threads.c.id == bindparam("p_thread_id")).values(updated_at=bindparam("p_now"))
+_OWNED = select(_threads.c.id).where(_owned_by)
 _OWNER_NAME = (select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
                .where(_threads.c.id == bindparam("p_thread_id")))
 
@@ -76,11 +77,17 @@ async def ensure_thread(db: Database, *, owner: str, thread_id: str) -> bool:
     return await db.transact(lambda conn: ensure_in(conn, owner=owner, thread_id=thread_id))
 
 
+def owner_in(conn: Connection, *, thread_id: str) -> str | None:
+    """Inside a write transaction: the thread's owner, None if there is no such thread."""
+    name = conn.execute(_OWNER_NAME, {"p_thread_id": thread_id}).scalar_one_or_none()
+    return None if name is None else str(name)
+
+
 def ensure_in(conn: Connection, *, owner: str, thread_id: str) -> bool:
     """`ensure_thread` inside a caller's write transaction."""
-    current = conn.execute(_OWNER_NAME, {"p_thread_id": thread_id}).scalar_one_or_none()
+    current = owner_in(conn, thread_id=thread_id)
     if current is not None:
-        return bool(current == owner)
+        return current == owner
     uid = conn.execute(select(_users.c.id).where(_users.c.name == owner)).scalar_one_or_none()
     if uid is None:
         return False
@@ -125,8 +132,7 @@ async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
 
 async def require_owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
     """Inside a read: NotFound unless `owner` owns the thread."""
-    found = await conn.execute(select(_threads.c.id).where(
-        _threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner)))
+    found = await conn.execute(_OWNED, {"p_thread_id": thread_id, "p_owner": owner})
     if found.first() is None:
         raise NotFound("no such thread")
 
