@@ -9,10 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools import Tool
+from tools import Tool, ToolError, normalise_path
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.toml")
 ROUTES = ("none", "user", "operator")
+_STRICTNESS = {"none": 0, "user": 1, "operator": 2}
+
+
+class _Unresolvable(Exception):
+    """The call's path cannot be normalised the way the workspace would resolve it."""
 
 
 @dataclass(frozen=True)
@@ -21,13 +26,22 @@ class Rule:
     route: str
     path: str | None = None
 
+    def applies_to(self, tool: Tool) -> bool:
+        return self.tool in (tool.name, "*")
+
     def matches(self, tool: Tool, args: dict[str, Any]) -> bool:
-        if self.tool not in (tool.name, "*"):
+        if not self.applies_to(tool):
             return False
         if self.path is None:
             return True
-        value = args.get("path")
-        return isinstance(value, str) and fnmatch.fnmatchcase(value, self.path)
+        if "path" not in args:
+            return False
+        # Match what the workspace would touch, not how the model spelt it: `notes/.` is the file `notes`.
+        try:
+            path = normalise_path(args["path"])
+        except ToolError:
+            raise _Unresolvable from None
+        return fnmatch.fnmatchcase(path, self.path)
 
 
 class ApprovalPolicy:
@@ -44,8 +58,10 @@ class ApprovalPolicy:
         return cls([Rule(tool=r["tool"], route=r["route"], path=r.get("path")) for r in data.get("rule", [])])
 
     def route_for(self, tool: Tool, args: dict[str, Any]) -> str:
-        for rule in self.rules:
-            if rule.matches(tool, args):
-                # "none" cannot waive the gate for a tool that changes state: fail closed to the user.
-                return "user" if rule.route == "none" else rule.route
-        return "user"
+        try:
+            route = next((r.route for r in self.rules if r.matches(tool, args)), "user")
+        except _Unresolvable:  # fail closed: the strictest route any rule for this tool could give
+            route = max((r.route for r in self.rules if r.applies_to(tool)), key=_STRICTNESS.__getitem__,
+                        default="user")
+        # "none" cannot waive the gate for a tool that changes state or sends data: fail closed to the user.
+        return "user" if route == "none" else route

@@ -6,7 +6,7 @@ Nothing here may import chainlit, agent, store or ui: tools are usable and testa
 from tools.errors import ToolArgumentError, ToolError
 from tools.netguard import FetchPolicy
 from tools.registry import Tool, ToolContext, ToolRegistry, default_registry, tool
-from tools.workspace import Workspace
+from tools.workspace import Workspace, normalise_path
 
 __all__ = [
     "FetchPolicy",
@@ -17,5 +17,6 @@ __all__ = [
     "ToolRegistry",
     "Workspace",
     "default_registry",
+    "normalise_path",
     "tool",
 ]
