@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import budget as budget_mod
+from agent import egress
 from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.compress import ModelContext
@@ -170,7 +171,7 @@ class Agent:
             approver=approver, emit=lambda e: safe_emit(emit, e),
             approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
-            turn_id=turn.id)
+            turn_id=turn.id, user_texts=egress.user_texts(messages))
         results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
         if results is None:
             self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending),

@@ -2,7 +2,9 @@
 
 Every tool_use gets exactly one tool_result, in order, keyed by tool_use_id. Read-only calls run
 concurrently. Side-effecting calls run only when their approval row says approved for the exact
-argument digest and `claim_execution` succeeds, which it does at most once per approval. Fail
+argument digest and `claim_execution` succeeds, which it does at most once per approval. Egress calls
+(tools that can send data off the machine) take the same gate unless agent/egress.py finds them
+card-free (untainted thread, an address the user typed). Fail
 closed: an approver that raises or overruns the deadline leaves the row unapproved, so nothing runs.
 While any approval of the batch is still pending the batch suspends: outcomes so far are stored,
 no results are written, and the thread is resumed when the decision is recorded.
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import egress
 from agent.approvals import Approved, Approver, args_digest
 from agent.events import ApprovalRequested, ApprovalResolved, EventSink, ToolFinished, ToolStarted
 from agent.trace import NULL_TRACE, TraceLog
@@ -46,6 +49,8 @@ class ToolBatch:
     trace: TraceLog = NULL_TRACE
     turn_id: str = ""
     untrusted_sources: list[str] = field(default_factory=list)
+    user_texts: tuple[str, ...] = ()  # what the user typed in this thread: the only card-free egress addresses
+    risks: dict[str, str] = field(default_factory=dict)  # tool_use id -> the card's risk line, when not tool.risk
     stop_turn: bool = False  # set when the batch was superseded by a new user message
     pending: list[Approval] = field(default_factory=list)  # undecided: the batch suspends
 
@@ -111,7 +116,7 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
     digest = args_digest(tool.name, args)
     a = await approval_store.request_approval(
         b.db, owner=b.owner, thread_id=b.thread_id, tool_use_id=use["id"], tool=tool.name, args=args,
-        args_digest=digest, risk=tool.risk, untrusted_sources=b.untrusted_sources,
+        args_digest=digest, risk=b.risks.get(use["id"], tool.risk), untrusted_sources=b.untrusted_sources,
         route=b.route_for(tool, args), timeout_s=b.approval_timeout_s)
     always = (a.status == "pending" and a.route == "user" and not tool.high_risk
               and tool.name in await approval_store.always_approved(b.db, owner=b.owner, thread_id=b.thread_id))
@@ -167,17 +172,41 @@ async def _side_effect(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict
     return await _execute(b, use, tool, args)
 
 
+def _taint_from_store(b: ToolBatch, done: dict[str, ToolOutcome]) -> bool:
+    """Record earlier untrusted outputs as sources; True if any untrusted call ever ran here (even unfinished)."""
+    tainted = False
+    for o in done.values():
+        earlier = b.registry.get(o.tool)
+        if earlier is not None and earlier.trusted_output:
+            continue
+        tainted = True  # a call that never finished may still have read something: egress fails closed
+        label = earlier.source_label(o.args) if earlier else o.tool
+        if o.status != "running" and label not in b.untrusted_sources:
+            b.untrusted_sources.append(label)
+    return tainted
+
+
+async def _describe_egress(b: ToolBatch, gated: list[tuple[dict[str, Any], Tool, dict[str, Any]]]) -> None:
+    """The card's risk line for each gated egress call: where each part of its address came from."""
+    calls = [(use, tool, args) for use, tool, args in gated if tool.egress]
+    if not calls:
+        return
+    outcomes = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
+    sources = []
+    for o in outcomes.values():
+        t = b.registry.get(o.tool)
+        if t is None or not t.trusted_output:
+            sources.append(egress.Source(t.source_label(o.args) if t else o.tool, o.output))
+    for use, tool, args in calls:
+        b.risks[use["id"]] = egress.risk_text(tool, args, typed=b.user_texts, sources=sources)
+
+
 async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
                         superseded: bool = False) -> list[dict[str, Any]] | None:
     """The tool_result blocks for `uses`, in order; None while an approval is pending (suspended)."""
     done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
     # Taint is per thread: anything a tool brought into this context earlier is still in it.
-    for o in done.values():
-        earlier = b.registry.get(o.tool)
-        if o.status != "running" and (earlier is None or not earlier.trusted_output):
-            label = earlier.source_label(o.args) if earlier else o.tool
-            if label not in b.untrusted_sources:
-                b.untrusted_sources.append(label)
+    tainted = _taint_from_store(b, done)
     results: dict[str, dict[str, Any]] = {}
     plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
     for use in uses:
@@ -195,8 +224,10 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
             except ToolArgumentError as e:
                 results[tid] = _result(tid, f"Invalid arguments for {tool.name}: {e}. {_NOT_RUN}", True)
     pending = [p for p in plan if p[0]["id"] not in results]
-    readonly = [p for p in pending if not p[1].side_effect]
-    effects = [p for p in pending if p[1].side_effect]
+    # Side effects and egress calls that are not card-free go through the gate; decided before anything runs.
+    gated = egress.batch_needs_cards(pending, tainted_before=tainted, typed=egress.typed_urls(b.user_texts))
+    readonly = [p for p in pending if p[0]["id"] not in gated]
+    effects = [p for p in pending if p[0]["id"] in gated]
     if superseded:
         for use, _tool, _args in readonly:
             results[use["id"]] = _result(use["id"], f"Not executed: the {SUPERSEDED}.", True)
@@ -204,6 +235,7 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
     # Read-only calls first (together), so a card lists what they brought into the context.
     async with asyncio.TaskGroup() as tg:
         ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
+    await _describe_egress(b, effects)
     async with asyncio.TaskGroup() as tg:
         gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}
     results.update({tid: task.result() for tid, task in ro_tasks.items()})

@@ -89,14 +89,15 @@ EXPECTED_DESCRIPTIONS = {
     "fetch_url": "Fetch a public web page and return its readable text. Only public http(s) addresses work.",
 }
 
-# name: (side_effect, high_risk, risk, trusted_output, timeout_s)
+# name: (side_effect, high_risk, risk, trusted_output, timeout_s, egress)
 EXPECTED_FLAGS = {
-    "list_files": (False, False, "", False, 30.0),
-    "read_file": (False, False, "", False, 30.0),
-    "search_files": (False, False, "", False, 30.0),
-    "fetch_url": (False, False, "", False, 30.0),
-    "write_file": (True, False, "Creates or overwrites a file in your workspace.", True, 30.0),
-    "delete_file": (True, True, "Permanently deletes a file from your workspace.", True, 30.0),
+    "list_files": (False, False, "", False, 30.0, False),
+    "read_file": (False, False, "", False, 30.0, False),
+    "search_files": (False, False, "", False, 30.0, False),
+    "fetch_url": (False, False, "Sends a request off this machine; anything in the address (host, path, query) "
+                  "goes with it.", False, 30.0, True),
+    "write_file": (True, False, "Creates or overwrites a file in your workspace.", True, 30.0, False),
+    "delete_file": (True, True, "Permanently deletes a file from your workspace.", True, 30.0, False),
 }
 
 
@@ -142,7 +143,7 @@ def test_builtin_schema_is_exact(name: str) -> None:
 def test_builtin_flags(name: str) -> None:
     t = default_registry().get(name)
     assert t is not None
-    assert (t.side_effect, t.high_risk, t.risk, t.trusted_output, t.timeout_s) == EXPECTED_FLAGS[name]
+    assert (t.side_effect, t.high_risk, t.risk, t.trusted_output, t.timeout_s, t.egress) == EXPECTED_FLAGS[name]
 
 
 def test_schemas_have_no_titles_anywhere() -> None:
@@ -344,6 +345,8 @@ def test_tool_invariants() -> None:
         Tool(**common, high_risk=True, args_model=model)
     with pytest.raises(ValueError, match="risk summary"):
         Tool(**common, side_effect=True, args_model=model)
+    with pytest.raises(ValueError, match="risk summary"):
+        Tool(**common, egress=True, args_model=model)
     with pytest.raises(ValueError, match="timeout_s"):
         Tool(**common, timeout_s=0, args_model=model)
 

@@ -123,7 +123,10 @@ async def fetch_text(raw_url: str, policy: FetchPolicy) -> str:
     return f"{header}\n\n{text}"
 
 
-@tool()
+@tool(
+    egress=True,
+    risk="Sends a request off this machine; anything in the address (host, path, query) goes with it.",
+)
 async def fetch_url(
     ctx: ToolContext,
     url: Annotated[str, Field(description="Full http:// or https:// address of a public web page.", max_length=2048)],

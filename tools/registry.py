@@ -96,6 +96,9 @@ class Tool:
     risk: str = ""  # one line shown on the approval card; "" for read-only tools
     timeout_s: float = 30.0
     trusted_output: bool = False  # False: the output is untrusted data (files, pages, search hits)
+    # True: the call can carry data off the machine (a URL, a message to a remote service). Such a call
+    # asks for approval like a side effect unless agent/egress.py finds it harmless (see the README).
+    egress: bool = False
     fn: Callable[..., Awaitable[str]] = field(kw_only=True, repr=False, compare=False)
     args_model: type[BaseModel] = field(kw_only=True, repr=False, compare=False)
     label_arg: str | None = field(default=None, kw_only=True, repr=False, compare=False)
@@ -103,8 +106,8 @@ class Tool:
     def __post_init__(self) -> None:
         if self.high_risk and not self.side_effect:
             raise ValueError(f"{self.name}: high_risk requires side_effect")
-        if self.side_effect and not self.risk.strip():
-            raise ValueError(f"{self.name}: a side-effect tool needs a risk summary for the approval card")
+        if (self.side_effect or self.egress) and not self.risk.strip():
+            raise ValueError(f"{self.name}: a side-effect or egress tool needs a risk summary for the approval card")
         if self.timeout_s <= 0:
             raise ValueError(f"{self.name}: timeout_s must be positive")
 
@@ -162,8 +165,14 @@ def tool(
     risk: str = "",
     timeout_s: float = 30.0,
     trusted_output: bool = False,
+    egress: bool = False,
 ) -> Callable[[Callable[..., Awaitable[str]]], Tool]:
-    """Turn ``async def f(ctx: ToolContext, path: str, ...) -> str`` into a Tool."""
+    """Turn ``async def f(ctx: ToolContext, path: str, ...) -> str`` into a Tool.
+
+    side_effect: changes state; always needs an approval. egress: can send data off the machine (fetch_url,
+    and any future MCP or network tool); needs an approval whenever the thread holds untrusted content or
+    its arguments are not exactly what the user typed. trusted_output: the result is our own text, not data.
+    """
 
     def build(fn: Callable[..., Awaitable[str]]) -> Tool:
         if not inspect.iscoroutinefunction(fn):
@@ -190,6 +199,7 @@ def tool(
             risk=risk,
             timeout_s=timeout_s,
             trusted_output=trusted_output,
+            egress=egress,
             fn=fn,
             args_model=model,
             label_arg=params[1].name if len(params) > 1 else None,
