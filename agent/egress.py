@@ -131,8 +131,8 @@ def _origin(part: Part, typed: Sequence[str], sources: Sequence[Source]) -> str 
     was_typed = any(f in t.lower() for f in forms for t in typed)
     if found:
         labels = ", ".join(_safe(label) for label in dict.fromkeys(found))
-        return f"contains text from {labels}" + (" (also typed by you)" if was_typed else "")
-    return "typed by you" if was_typed else "not typed by you and not in any tool output (made by the model)"
+        return f"contains text from {labels}" + (", also typed by you" if was_typed else "")
+    return "typed by you" if was_typed else "not typed by you and not in any tool output: made by the model"
 
 
 def risk_text(tool: Tool, args: dict[str, Any], *, typed: Sequence[str], sources: Sequence[Source]) -> str:

@@ -14,7 +14,6 @@ import socketserver
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -386,7 +385,7 @@ async def test_model_made_url_asks_in_an_untainted_thread(make_case: Any, listen
     no_click(c)
     [card] = approver.asked
     assert card.untrusted_sources == ()
-    assert "Query x=: not typed by you and not in any tool output (made by the model)." in card.risk
+    assert "Query x=: not typed by you and not in any tool output: made by the model." in card.risk
     assert "Query q=: typed by you." in card.risk
 
 
