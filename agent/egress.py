@@ -122,13 +122,14 @@ def _windows(text: str) -> set[str]:
     return {text[i: i + _WINDOW] for i in starts}
 
 
-def _origin(part: Part, typed: Sequence[str], sources: Sequence[Source]) -> str | None:
+def _origin(part: Part, typed: Sequence[str], sources: Sequence[tuple[str, str]]) -> str | None:
+    """Where a part came from; `typed` and the source texts are already lower-cased."""
     forms = {part.text.lower(), unquote_plus(part.text).lower()}
     if max(len(f) for f in forms) < _MIN_TRACED:
         return None
     windows = set().union(*(_windows(f) for f in forms))
-    found = [s.label for s in sources if any(w in s.text.lower() for w in windows)]
-    was_typed = any(f in t.lower() for f in forms for t in typed)
+    found = [label for label, text in sources if any(w in text for w in windows)]
+    was_typed = any(f in t for f in forms for t in typed)
     if found:
         labels = ", ".join(_safe(label) for label in dict.fromkeys(found))
         return f"contains text from {labels}" + (", also typed by you" if was_typed else "")
@@ -149,7 +150,9 @@ def risk_text(tool: Tool, args: dict[str, Any], *, typed: Sequence[str], sources
         hostport, url_bits = parsed
         lines.append(f"Sends a request to {_safe(hostport)}; everything in the address leaves this machine.")
         parts += url_bits
-    traced = [(p, o) for p in parts if (o := _origin(p, typed, sources)) is not None]
+    typed_lower = [t.lower() for t in typed]
+    lowered = [(s.label, s.text.lower()) for s in sources]
+    traced = [(p, o) for p in parts if (o := _origin(p, typed_lower, lowered)) is not None]
     for part, origin in traced[:_MAX_PARTS]:
         lines.append(f"{part.name[:1].upper()}{part.name[1:]}: {origin}.")
     if len(traced) > _MAX_PARTS:

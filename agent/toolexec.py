@@ -196,9 +196,10 @@ async def _describe_egress(b: ToolBatch, gated: list[tuple[dict[str, Any], Tool,
     for o in outcomes.values():
         t = b.registry.get(o.tool)
         if t is None or not t.trusted_output:
-            sources.append(egress.Source(t.source_label(o.args) if t else o.tool, o.output))
-    for use, tool, args in calls:
-        b.risks[use["id"]] = egress.risk_text(tool, args, typed=b.user_texts, sources=sources)
+            sources.append(egress.Source(t.source_label(o.args) if t else o.tool, o.output or ""))
+    for use, tool, args in calls:  # off the event loop: a thread's outputs can be megabytes of text
+        b.risks[use["id"]] = await asyncio.to_thread(egress.risk_text, tool, args, typed=b.user_texts,
+                                                     sources=sources)
 
 
 async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
