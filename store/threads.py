@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
@@ -22,7 +22,9 @@ _messages = MESSAGES
 _users = USERS
 _deletions = THREAD_DELETIONS
 # A thread its owner has not deleted. Every owner-facing read and write carries it; operators' reads do not.
-LIVE = ~exists().where(_deletions.c.thread_id == _threads.c.id)
+# correlate_except: the subquery keeps its own thread_deletions even inside a query that outer-joins that table.
+LIVE = ~(select(_deletions.c.thread_id).where(_deletions.c.thread_id == _threads.c.id)
+         .correlate_except(_deletions).exists())
 
 
 class NotFound(LookupError):
