@@ -1,4 +1,4 @@
-"""`tollgate`: admin commands over the project's store (users, budgets, usage)."""
+"""`tollgate`: admin commands over the project's store (users, budgets, usage, records)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 from agent.config import Settings
 from agent.pricing import fmt_usd, from_nano, to_nano
+from store import records
 from store import usage as usage_store
 from store import users as user_store
 from store.db import Database
@@ -162,6 +163,29 @@ async def usage(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
+async def db_purge(db: Database, args: argparse.Namespace) -> int:
+    """Remove threads deleted longer ago than the retention period, with their records; the purge is logged."""
+    days = args.older_than_days if args.older_than_days is not None else Settings().retention_days
+    if days is None:
+        print("error: no retention period: set TOLLGATE_RETENTION_DAYS or pass --older-than-days; nothing purged",
+              file=sys.stderr)
+        return 1
+    p = await records.purge_deleted(db, older_than_days=days, by="cli")
+    print(f"purged {p.threads} threads deleted over {days:g} days ago: {p.messages} messages, {p.approvals} "
+          f"approvals, {p.tool_calls} tool calls; {p.model_calls_detached} model-call rows kept without their thread")
+    return 0
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"days must be from 0 to 999999: {text!r}")
+    return value
+
+
 def _amount_or_default(text: str) -> Decimal | str:
     return "default" if text == "default" else _usd(text)
 
@@ -204,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     use.add_argument("--by", choices=("user", "day", "model", "thread"), default="user")
     use.add_argument("--json", action="store_true")
     use.set_defaults(fn=usage)
+    db = sub.add_parser("db", help="records kept in the database").add_subparsers(dest="action", required=True)
+    purge = db.add_parser("purge", help="remove threads deleted longer ago than the retention period")
+    purge.add_argument("--older-than-days", type=_days, help="default: TOLLGATE_RETENTION_DAYS")
+    purge.set_defaults(fn=db_purge)
     return p
 
 

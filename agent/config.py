@@ -30,7 +30,15 @@ class Settings(BaseSettings):
     approval_timeout_s: float = Field(default=600.0, gt=0)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     tool_result_max_chars: int = Field(default=20_000, ge=100)
-    max_user_message_chars: int = Field(default=20_000, ge=1)
+    # Per-user storage limits, checked before anything is stored (README "Records and quotas").
+    max_user_message_chars: int = Field(default=20_000, ge=1)  # a user's message, also as chainlit persists it
+    max_step_chars: int = Field(default=100_000, ge=1_000)  # any other persisted chat step (answer, tool step)
+    max_threads_per_user: int = Field(default=1_000, ge=1)  # live (not deleted) threads
+    workspace_max_bytes: int = Field(default=20_000_000, ge=0)  # all of a user's workspace files together
+    workspace_max_files: int = Field(default=1_000, ge=0)
+    # Deleted threads (and their approvals, tool calls, messages) are kept for the audit this many days, then
+    # removed by `tollgate db purge` and at start-up. None (unset): kept forever.
+    retention_days: float | None = Field(default=None, ge=0)
     # A streaming answer is kept in the store this often, so kill -9 mid-stream loses at most this much.
     partial_save_interval_s: float = Field(default=1.0, ge=0)
     # Prompt caching: "5m" or "1h"

@@ -80,7 +80,9 @@ class Agent:
         return lock is not None and lock.locked()
 
     def workspace_for(self, owner: str) -> Workspace:
-        return Workspace(self.deps.settings.workspaces_dir / owner)
+        s = self.deps.settings
+        return Workspace(s.workspaces_dir / owner, max_total_bytes=s.workspace_max_bytes,
+                         max_files=s.workspace_max_files)
 
     async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink,
                        approver: Approver) -> TurnFinished:

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from store.db import Database
-from store.models import ALWAYS_APPROVE, APPROVALS, THREADS, TOOL_CALLS, USERS
-from store.threads import NotFound, owner_in
+from store.models import ALWAYS_APPROVE, APPROVALS, THREAD_DELETIONS, THREADS, TOOL_CALLS, USERS
+from store.threads import LIVE, NotFound, owner_in
 from store.values import Approval, ToolOutcome
 
 _appr = APPROVALS
@@ -25,7 +25,7 @@ _threads = THREADS
 _users = USERS
 DECISIONS = ("approved", "rejected")
 
-_cols = (*_appr.c, _users.c.name.label("owner"))
+_cols = (*_appr.c, _users.c.name.label("owner"), THREAD_DELETIONS.c.deleted_at.label("thread_deleted_at"))
 
 
 def _approval(r: Any) -> Approval:
@@ -34,12 +34,14 @@ def _approval(r: Any) -> Approval:
                     untrusted_sources=tuple(json.loads(r.untrusted_sources_json)), route=r.route,
                     status=r.status, requested_at=r.requested_at, expires_at=r.expires_at,
                     decided_at=r.decided_at, decided_by=r.decided_by, reason=r.reason,
-                    executed=r.executed_at is not None, decided_via=r.decided_via)
+                    executed=r.executed_at is not None, decided_via=r.decided_via,
+                    thread_deleted=r.thread_deleted_at is not None)
 
 
 def _select() -> Any:
     return (select(*_cols).join(_threads, _threads.c.id == _appr.c.thread_id)
-            .join(_users, _users.c.id == _threads.c.owner_id))
+            .join(_users, _users.c.id == _threads.c.owner_id)
+            .outerjoin(THREAD_DELETIONS, THREAD_DELETIONS.c.thread_id == _appr.c.thread_id))
 
 
 _this_call = (_calls.c.thread_id == bindparam("p_thread_id"), _calls.c.tool_use_id == bindparam("p_tool_use_id"))
@@ -78,7 +80,7 @@ async def request_approval(db: Database, *, owner: str, thread_id: str, tool_use
 async def get_approval(db: Database, *, approval_id: str, viewer: str, viewer_is_operator: bool = False) -> Approval:
     async with db.read() as conn:
         row = (await conn.execute(_select().where(_appr.c.id == approval_id))).first()
-    if row is None or (row.owner != viewer and not viewer_is_operator):
+    if row is None or (not viewer_is_operator and (row.owner != viewer or row.thread_deleted_at is not None)):
         raise NotFound("no such approval")
     return _approval(row)
 
@@ -86,7 +88,7 @@ async def get_approval(db: Database, *, approval_id: str, viewer: str, viewer_is
 async def approval_for_tool_use(db: Database, *, owner: str, thread_id: str, tool_use_id: str) -> Approval | None:
     async with db.read() as conn:
         row = (await conn.execute(_select().where(_appr.c.tool_use_id == tool_use_id, _appr.c.thread_id == thread_id,
-                                                  _users.c.name == owner))).first()
+                                                  _users.c.name == owner, LIVE))).first()
     return _approval(row) if row else None
 
 
@@ -94,7 +96,7 @@ async def pending_approvals(db: Database, *, owner: str | None, thread_id: str |
     """Pending approvals of one owner (optionally one thread); owner=None is the operator's queue."""
     stmt = _select().where(_appr.c.status == "pending").order_by(_appr.c.requested_at)
     if owner is not None:
-        stmt = stmt.where(_users.c.name == owner)
+        stmt = stmt.where(_users.c.name == owner, LIVE)
     if thread_id is not None:
         stmt = stmt.where(_appr.c.thread_id == thread_id)
     async with db.read() as conn:
@@ -117,8 +119,8 @@ async def decide(db: Database, *, approval_id: str, decision: str, decided_by: s
         if row is None:
             raise NotFound("no such approval")
         may_decide = as_operator or (row.owner == decided_by and row.route == "user")
-        if row.owner != decided_by and not as_operator:
-            raise NotFound("no such approval")  # foreign: indistinguishable from unknown
+        if not as_operator and (row.owner != decided_by or row.thread_deleted_at is not None):
+            raise NotFound("no such approval")  # foreign or deleted: indistinguishable from unknown
         if row.status == "pending" and may_decide:
             pending = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "pending")
             if row.expires_at <= now:
@@ -144,9 +146,12 @@ async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str,
 
 
 async def claim_execution(db: Database, *, approval_id: str, args_digest: str) -> bool:
-    """Atomically mark an approved row as executed. True at most once, and only for matching args."""
+    """Atomically mark an approved row as executed. True at most once, only for matching args, and never
+    once the thread's owner deleted it (the user walked away from it: fail closed)."""
     stmt = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "approved",
-                               _appr.c.args_digest == args_digest, _appr.c.executed_at.is_(None))
+                               _appr.c.args_digest == args_digest, _appr.c.executed_at.is_(None),
+                               ~THREAD_DELETIONS.select().where(THREAD_DELETIONS.c.thread_id == _appr.c.thread_id)
+                               .exists())
     return await db.transact(lambda conn: conn.execute(stmt.values(executed_at=time.time())).rowcount == 1)
 
 
@@ -173,7 +178,7 @@ async def finish_tool_call(db: Database, *, thread_id: str, tool_use_id: str, ou
 async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str, ToolOutcome]:
     stmt = (select(_calls).join(_threads, _threads.c.id == _calls.c.thread_id)
             .join(_users, _users.c.id == _threads.c.owner_id)
-            .where(_calls.c.thread_id == thread_id, _users.c.name == owner))
+            .where(_calls.c.thread_id == thread_id, _users.c.name == owner, LIVE))
     async with db.read() as conn:
         return {r.tool_use_id: ToolOutcome(tool_use_id=r.tool_use_id, tool=r.tool, args=json.loads(r.args_json),
                                            status=r.status,
@@ -199,5 +204,5 @@ async def always_approved(db: Database, *, owner: str, thread_id: str) -> set[st
         rows = await conn.execute(select(ALWAYS_APPROVE.c.tool)
                                   .join(_threads, _threads.c.id == ALWAYS_APPROVE.c.thread_id)
                                   .join(_users, _users.c.id == _threads.c.owner_id)
-                                  .where(ALWAYS_APPROVE.c.thread_id == thread_id, _users.c.name == owner))
+                                  .where(ALWAYS_APPROVE.c.thread_id == thread_id, _users.c.name == owner, LIVE))
         return {r.tool for r in rows}

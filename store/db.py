@@ -26,6 +26,7 @@ from store import (
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
     search,
 )
+from store.limits import StoreLimits
 
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.limits = StoreLimits()  # per-user limits, set from the settings by the app
         self._writer: Engine | None = None
         self._write_conn: Connection | None = None  # only touched on the writer thread
         self._write_thread: ThreadPoolExecutor | None = None

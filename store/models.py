@@ -179,6 +179,32 @@ class AlwaysApproveRow(SQLModel, table=True):
     created_at: float
 
 
+class ThreadDeletionRow(SQLModel, table=True):
+    """A thread its owner deleted: hidden from the owner, its records kept for operators until a purge.
+
+    A table of its own, not a column on `threads`: create_all adds new tables to an existing database."""
+
+    __tablename__ = "thread_deletions"
+    thread_id: str = Field(foreign_key="threads.id", primary_key=True, ondelete="CASCADE")
+    deleted_at: float = Field(index=True)
+    deleted_by: str
+
+
+class PurgeRow(SQLModel, table=True):
+    """One deliberate removal of deleted threads past the retention period: what went, for the audit."""
+
+    __tablename__ = "purges"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    by: str  # "cli" | "startup"
+    older_than_days: float
+    threads: int
+    messages: int
+    approvals: int
+    tool_calls: int
+    model_calls_detached: int
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table behind a model: queries use Core statements, lighter than ORM sessions."""
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
@@ -194,3 +220,5 @@ BUDGETS = _table(BudgetRow)
 UI_STEPS = _table(UIStepRow)
 CONTEXT_SUMMARIES = _table(ContextSummaryRow)
 ALWAYS_APPROVE = _table(AlwaysApproveRow)
+THREAD_DELETIONS = _table(ThreadDeletionRow)
+PURGES = _table(PurgeRow)

@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Update, bindparam, delete, insert, select, update
 
 from store.db import Database
+from store.limits import LimitExceeded
 from store.models import THREADS, UI_STEPS, USERS
-from store.threads import NotFound, ensure_in, require_owned
+from store.threads import LIVE, NotFound, ensure_in, require_owned
 from store.users import user_id_of
 
 _FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_at", "start", "end", "show_input",
@@ -20,6 +21,19 @@ _FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_
 
 
 _STEP_THREAD = select(UI_STEPS.c.thread_id).where(UI_STEPS.c.id == bindparam("p_id"))
+_SIZED = ("name", "input", "output", "show_input", "language", "metadata_json")  # what a client can fill
+
+
+def _check_size(db: Database, values: dict[str, Any]) -> None:
+    """Before anything is written: a user's message within the message limit, any other step (a socket
+    client can send any type) within the step limit."""
+    size = sum(len(v) for k in _SIZED if isinstance(v := values.get(k), str))
+    user_message = values.get("type") == "user_message"
+    limit = db.limits.max_message_chars if user_message else db.limits.max_step_chars
+    if limit is not None and size > limit:
+        what = "Your message" if user_message else "This step"
+        raise LimitExceeded("message_chars" if user_message else "step_chars",
+                            f"{what} is {size:,} characters; the limit is {limit:,}. It was not saved.")
 
 
 @functools.cache
@@ -34,13 +48,15 @@ def _writes(fields: tuple[str, ...]) -> tuple[Insert, Update]:
 
 async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> bool:
     """Create or update a step, creating the owner's thread on first use (chainlit sends steps before
-    any thread exists). False, and nothing written, if the thread belongs to someone else."""
+    any thread exists). False, and nothing written, if the thread belongs to someone else or was deleted;
+    LimitExceeded, and nothing written, over a size or thread limit."""
+    _check_size(db, values)
     fields = tuple(k for k in _FIELDS if k in values)
     create, change = _writes(fields)
     params = {"p_id": step_id, **{f"p_{k}": values[k] for k in fields}}
 
     def upsert(conn: Connection) -> bool:
-        if not ensure_in(conn, owner=owner, thread_id=thread_id):
+        if not ensure_in(conn, owner=owner, thread_id=thread_id, max_threads=db.limits.max_threads_per_user):
             return False
         existing = conn.execute(_STEP_THREAD, {"p_id": step_id}).first()
         if existing is None:
@@ -57,7 +73,7 @@ async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str,
 async def delete_step(db: Database, *, owner: str, step_id: str) -> None:
     stmt = delete(UI_STEPS).where(
         UI_STEPS.c.id == step_id,
-        UI_STEPS.c.thread_id.in_(select(THREADS.c.id).where(THREADS.c.owner_id == user_id_of(owner))))
+        UI_STEPS.c.thread_id.in_(select(THREADS.c.id).where(THREADS.c.owner_id == user_id_of(owner), LIVE)))
     await db.transact(lambda conn: conn.execute(stmt))
 
 

@@ -7,11 +7,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
-from store.models import MESSAGES, THREADS, USERS
+from store.limits import LimitExceeded
+from store.models import APPROVALS, MESSAGES, THREAD_DELETIONS, THREADS, USERS
 from store.search import thread_matches
 from store.users import user_id_of
 from store.values import StoredMessage, Thread
@@ -19,6 +20,11 @@ from store.values import StoredMessage, Thread
 _threads = THREADS
 _messages = MESSAGES
 _users = USERS
+_deletions = THREAD_DELETIONS
+# A thread its owner has not deleted. Every owner-facing read and write carries it; operators' reads do not.
+# correlate_except: the subquery keeps its own thread_deletions even inside a query that outer-joins that table.
+LIVE = ~(select(_deletions.c.thread_id).where(_deletions.c.thread_id == _threads.c.id)
+         .correlate_except(_deletions).exists())
 
 
 class NotFound(LookupError):
@@ -35,8 +41,9 @@ _thread_cols = (_threads.c.id, _users.c.name, _threads.c.title, _threads.c.creat
 
 
 # Hot-path statements, built once with bound parameters (building a statement costs more than running it).
-_owned_by = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id == select(_users.c.id)
-                 .where(_users.c.name == bindparam("p_owner")).scalar_subquery())
+_owned_any = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id == select(_users.c.id)
+                  .where(_users.c.name == bindparam("p_owner")).scalar_subquery())
+_owned_by = and_(_owned_any, LIVE)
 # One statement checks ownership, numbers the message and inserts it.
 _APPEND = insert(_messages).from_select(
     ["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
@@ -52,8 +59,16 @@ _FINISH = update(_messages).where(
     content_json=bindparam("p_new_content"), incomplete=bindparam("p_new_incomplete"))
 _TOUCH = update(_threads).where(_threads.c.id == bindparam("p_thread_id")).values(updated_at=bindparam("p_now"))
 _OWNED = select(_threads.c.id).where(_owned_by)
-_OWNER_NAME = (select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
-               .where(_threads.c.id == bindparam("p_thread_id")))
+_OWNED_ANY = select(_threads.c.id).where(_owned_any)  # operators' view: deleted threads too
+_OWNER_STATE = (select(_users.c.name, LIVE.label("live")).join(_threads, _users.c.id == _threads.c.owner_id)
+                .where(_threads.c.id == bindparam("p_thread_id")))
+_LIVE_COUNT = (select(func.count()).select_from(_threads)
+               .where(_threads.c.owner_id == bindparam("p_owner_id"), LIVE))
+
+
+def _check_room(conn: Connection, uid: Any, max_threads: int | None) -> None:
+    if max_threads is not None and conn.execute(_LIVE_COUNT, {"p_owner_id": uid}).scalar_one() >= max_threads:
+        raise LimitExceeded("threads", f"You have {max_threads:,} chats, the limit: delete one to start another.")
 
 
 async def create_thread(db: Database, *, owner: str, title: str = "", thread_id: str | None = None) -> Thread:
@@ -64,6 +79,7 @@ async def create_thread(db: Database, *, owner: str, title: str = "", thread_id:
         uid = conn.execute(select(_users.c.id).where(_users.c.name == owner)).scalar_one_or_none()
         if uid is None:
             raise NotFound(f"no user {owner!r}")
+        _check_room(conn, uid, db.limits.max_threads_per_user)
         conn.execute(insert(_threads).values(id=tid, owner_id=uid, title=title[:200], created_at=now, updated_at=now))
 
     await db.transact(create)
@@ -73,24 +89,27 @@ async def create_thread(db: Database, *, owner: str, title: str = "", thread_id:
 async def ensure_thread(db: Database, *, owner: str, thread_id: str) -> bool:
     """Create the thread for `owner` on first use. False if it exists under another owner.
 
-    One write transaction (BEGIN IMMEDIATE), so concurrent first uses cannot both insert."""
-    return await db.transact(lambda conn: ensure_in(conn, owner=owner, thread_id=thread_id))
+    One write transaction (BEGIN IMMEDIATE), so concurrent first uses cannot both insert. False for a
+    thread its owner deleted (it stays deleted); LimitExceeded when the owner holds too many threads."""
+    limit = db.limits.max_threads_per_user
+    return await db.transact(lambda conn: ensure_in(conn, owner=owner, thread_id=thread_id, max_threads=limit))
 
 
 def owner_in(conn: Connection, *, thread_id: str) -> str | None:
-    """Inside a write transaction: the thread's owner, None if there is no such thread."""
-    name = conn.execute(_OWNER_NAME, {"p_thread_id": thread_id}).scalar_one_or_none()
-    return None if name is None else str(name)
+    """Inside a write transaction: the thread's owner, None if there is no such thread or it was deleted."""
+    row = conn.execute(_OWNER_STATE, {"p_thread_id": thread_id}).first()
+    return None if row is None or not row.live else str(row.name)
 
 
-def ensure_in(conn: Connection, *, owner: str, thread_id: str) -> bool:
+def ensure_in(conn: Connection, *, owner: str, thread_id: str, max_threads: int | None = None) -> bool:
     """`ensure_thread` inside a caller's write transaction."""
-    current = owner_in(conn, thread_id=thread_id)
+    current = conn.execute(_OWNER_STATE, {"p_thread_id": thread_id}).first()
     if current is not None:
-        return current == owner
+        return bool(current.live) and current.name == owner
     uid = conn.execute(select(_users.c.id).where(_users.c.name == owner)).scalar_one_or_none()
     if uid is None:
         return False
+    _check_room(conn, uid, max_threads)
     now = time.time()
     conn.execute(insert(_threads).values(id=thread_id, owner_id=uid, title="", created_at=now, updated_at=now))
     return True
@@ -100,7 +119,7 @@ async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
     async with db.read() as conn:
         row = (await conn.execute(
             select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
-            .where(_threads.c.id == thread_id, _users.c.name == owner))).first()
+            .where(_threads.c.id == thread_id, _users.c.name == owner, LIVE))).first()
     if row is None:
         raise NotFound("no such thread")
     return _thread(row)
@@ -109,7 +128,7 @@ async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
 async def list_threads(db: Database, *, owner: str, limit: int = 50, before: float | None = None,
                        search: str | None = None) -> list[Thread]:
     stmt = (select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
-            .where(_users.c.name == owner).order_by(_threads.c.updated_at.desc()).limit(limit))
+            .where(_users.c.name == owner, LIVE).order_by(_threads.c.updated_at.desc()).limit(limit))
     if before is not None:
         stmt = stmt.where(_threads.c.updated_at < before)
     if search and search.strip():
@@ -119,20 +138,32 @@ async def list_threads(db: Database, *, owner: str, limit: int = 50, before: flo
 
 
 async def rename_thread(db: Database, *, owner: str, thread_id: str, title: str) -> None:
-    stmt = update(_threads).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
+    stmt = update(_threads).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner), LIVE)
     if not await db.transact(lambda conn: conn.execute(stmt.values(title=title[:200])).rowcount):
         raise NotFound("no such thread")
 
 
 async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
-    stmt = delete(_threads).where(_threads.c.id == thread_id, _threads.c.owner_id == user_id_of(owner))
-    if not await db.transact(lambda conn: conn.execute(stmt).rowcount):
-        raise NotFound("no such thread")
+    """The owner's delete: the thread disappears for its owner, its records stay for operators (append-only)
+    until a purge past the retention period. Its pending approvals are rejected, so nothing runs later."""
+    now = time.time()
+    params = {"p_thread_id": thread_id, "p_owner": owner}
+
+    def hide(conn: Connection) -> None:
+        if conn.execute(_OWNED, params).first() is None:
+            raise NotFound("no such thread")
+        conn.execute(insert(_deletions).values(thread_id=thread_id, deleted_at=now, deleted_by=owner))
+        conn.execute(update(APPROVALS).where(APPROVALS.c.thread_id == thread_id, APPROVALS.c.status == "pending")
+                     .values(status="rejected", decided_at=now, decided_by="system", decided_via="system",
+                             reason="the thread was deleted by its owner"))
+
+    await db.transact(hide)
 
 
-async def require_owned(conn: AsyncConnection, owner: str, thread_id: str) -> None:
-    """Inside a read: NotFound unless `owner` owns the thread."""
-    found = await conn.execute(_OWNED, {"p_thread_id": thread_id, "p_owner": owner})
+async def require_owned(conn: AsyncConnection, owner: str, thread_id: str, *, include_deleted: bool = False) -> None:
+    """Inside a read: NotFound unless `owner` owns the thread (and has not deleted it, unless `include_deleted`:
+    operators' reads)."""
+    found = await conn.execute(_OWNED_ANY if include_deleted else _OWNED, {"p_thread_id": thread_id, "p_owner": owner})
     if found.first() is None:
         raise NotFound("no such thread")
 
@@ -181,9 +212,10 @@ async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, 
     await db.transact(finish)
 
 
-async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[StoredMessage]:
+async def load_messages(db: Database, *, owner: str, thread_id: str,
+                        include_deleted: bool = False) -> list[StoredMessage]:
     async with db.read() as conn:
-        await require_owned(conn, owner, thread_id)
+        await require_owned(conn, owner, thread_id, include_deleted=include_deleted)
         rows = await conn.execute(
             select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
                    _messages.c.created_at)
@@ -193,7 +225,17 @@ async def load_messages(db: Database, *, owner: str, thread_id: str) -> list[Sto
 
 
 async def owner_of(db: Database, *, thread_id: str) -> str | None:
-    """For operators and system paths only: who owns a thread."""
+    """Who owns a thread; None if there is none or its owner deleted it (what the owner-facing doors ask)."""
     async with db.read() as conn:
-        return (await conn.execute(select(_users.c.name).join(_threads, _users.c.id == _threads.c.owner_id)
-                                   .where(_threads.c.id == thread_id))).scalar_one_or_none()
+        row = (await conn.execute(_OWNER_STATE, {"p_thread_id": thread_id})).first()
+    return None if row is None or not row.live else str(row.name)
+
+
+async def owner_and_deletion(db: Database, *, thread_id: str) -> tuple[str, float | None] | None:
+    """For operators only: a thread's owner and when its owner deleted it (None if not deleted)."""
+    async with db.read() as conn:
+        row = (await conn.execute(select(_users.c.name, _deletions.c.deleted_at)
+                                  .join(_threads, _users.c.id == _threads.c.owner_id)
+                                  .outerjoin(_deletions, _deletions.c.thread_id == _threads.c.id)
+                                  .where(_threads.c.id == thread_id))).first()
+    return None if row is None else (str(row.name), row.deleted_at)

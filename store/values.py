@@ -54,6 +54,7 @@ class Approval:
     reason: str | None
     executed: bool
     decided_via: str | None = None  # chat | console | always | system
+    thread_deleted: bool = False  # its owner deleted the thread: only operators still see it
 
 
 @dataclass(frozen=True)

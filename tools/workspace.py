@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import quota
 from tools.errors import ToolError
 
 DEFAULT_MAX_READ_BYTES = 64 * 1024
@@ -114,11 +115,15 @@ class Workspace:
         *,
         max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
         max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES,
+        max_total_bytes: int | None = None,
+        max_files: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_read_bytes = max_read_bytes
         self.max_write_bytes = max_write_bytes
+        self.max_total_bytes = max_total_bytes  # the user's quota (None: none)
+        self.max_files = max_files
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -222,6 +227,8 @@ class Workspace:
         name = parts[-1]
         if name.startswith(_TMP_PREFIX):
             raise ToolError(f"file names starting with {_TMP_PREFIX!r} are reserved")
+        quota.check_write(self.root, new_bytes=len(data), replaced_bytes=self._file_size(parts, rel),
+                          max_bytes=self.max_total_bytes, max_entries=self.max_files)
         with self._dir_fd(parts[:-1], rel, create=True) as dir_fd:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -253,6 +260,15 @@ class Workspace:
                     os.unlink(tmp, dir_fd=dir_fd)
                 raise _os_error(exc, rel) from None
         return len(data)
+
+    def _file_size(self, parts: list[str], rel: str) -> int | None:
+        """Size of the regular file a write would replace; None if there is none (nothing is created)."""
+        try:
+            with self._dir_fd(parts[:-1], rel) as dir_fd:
+                st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except (ToolError, OSError):
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def delete(self, rel: str) -> None:
         parts = self._parts(rel, allow_root=False)

@@ -14,6 +14,7 @@ from agent.events import ApprovalRequested
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
+from store.limits import LimitExceeded
 from store.threads import NotFound
 from store.values import Approval
 from ui import cards as ui_cards
@@ -79,9 +80,9 @@ def _user() -> str:
 
 
 async def _own_thread(rt: Runtime, owner: str, thread_id: str) -> None:
-    """Create the thread on first use; refuse one that exists under another owner."""
+    """Create the thread on first use; refuse one that exists under another owner or was deleted."""
     if not await thread_store.ensure_thread(rt.db, owner=owner, thread_id=thread_id):
-        raise PermissionError("this thread belongs to someone else")
+        raise PermissionError("no such thread: it was deleted or is not yours")
 
 
 def _preview(a: Approval) -> str | None:
@@ -106,7 +107,11 @@ def renderer(thread_id: str | None = None) -> ChatRenderer:
 async def on_message(message: cl.Message) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
-    await _own_thread(rt, owner, thread_id)
+    try:
+        await _own_thread(rt, owner, thread_id)
+    except LimitExceeded as e:
+        await cl.ErrorMessage(content=e.message).send()
+        return
     if message.content == INJECTION_STARTER:  # seed the demo files; never overwrite the user's own
         workspace = rt.agent.workspace_for(owner)
         for path, text in (("notes/injection-demo.txt", BOOBY_TRAP), ("notes/groceries.txt", "milk, eggs, bread\n")):
@@ -175,7 +180,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
     rt = await runtime()
     owner, thread_id = _user(), str(thread.get("id"))
     if await thread_store.owner_of(rt.db, thread_id=thread_id) != owner:
-        raise PermissionError("this thread belongs to someone else")
+        raise PermissionError("no such thread: it was deleted or is not yours")
     render = renderer(thread_id)
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
     # Chainlit replaces the message list with the stored history right after this handler returns

@@ -24,6 +24,7 @@ from store import steps as step_store
 from store import threads as thread_store
 from store import users as user_store
 from store.db import Database
+from store.limits import LimitExceeded
 from store.threads import NotFound
 from ui.runtime import Runtime
 
@@ -79,13 +80,19 @@ class StoreDataLayer(BaseDataLayer):
             await thread_store.rename_thread(await self._db(), owner=owner, thread_id=thread_id, title=name)
 
     async def _ensure_thread(self, owner: str, thread_id: str) -> bool:
-        """Create on first use; False (and nothing written) if another user owns it."""
-        if await thread_store.ensure_thread(await self._db(), owner=owner, thread_id=thread_id):
-            return True
-        log.warning("refused a write by %s to a thread owned by someone else", owner)
+        """Create on first use; False (and nothing written) if another user owns it, its owner deleted it, or
+        the owner is at the thread limit (on_message tells the user that one)."""
+        try:
+            if await thread_store.ensure_thread(await self._db(), owner=owner, thread_id=thread_id):
+                return True
+        except LimitExceeded as e:
+            log.warning("refused a new thread for %s: %s", owner, e.message)
+            return False
+        log.warning("refused a write by %s to a thread owned by someone else or deleted", owner)
         return False
 
     async def delete_thread(self, thread_id: str) -> None:
+        """The owner's delete hides the thread; its approvals, tool calls and model calls stay for operators."""
         owner = await thread_store.owner_of(await self._db(), thread_id=thread_id)
         session_user = _session_user()
         if owner is None or (session_user is not None and session_user != owner):
@@ -138,7 +145,11 @@ class StoreDataLayer(BaseDataLayer):
         try:
             if not await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
                                                 values=values):
-                log.warning("refused a write by %s to a thread owned by someone else", owner)
+                log.warning("refused a write by %s to a thread owned by someone else or deleted", owner)
+        except LimitExceeded as e:  # nothing was stored; the user is told why (threads: on_message tells)
+            log.warning("refused a step by %s: %s", owner, e.message)
+            if e.kind != "threads":
+                await cl.ErrorMessage(content=e.message).send()
         except Exception:
             log.exception("history write failed for thread %s", thread_id)
             await cl.ErrorMessage(content="Could not save this step to your history (see the server log).").send()

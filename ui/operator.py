@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from agent.pricing import from_nano, to_nano
 from store import approvals as approval_store
-from store import audit
+from store import audit, records
 from store import threads as thread_store
 from store import usage as usage_store
 from store import users as user_store
@@ -48,7 +48,8 @@ def _approval_json(a: Approval) -> dict[str, Any]:
             "untrusted_sources": list(a.untrusted_sources), "route": a.route, "status": a.status,
             "requested_at": a.requested_at, "expires_at": a.expires_at,
             "seconds_left": max(0, a.expires_at - time.time()),
-            "decided_at": a.decided_at, "decided_by": a.decided_by, "reason": a.reason}
+            "decided_at": a.decided_at, "decided_by": a.decided_by, "reason": a.reason,
+            "thread_deleted": a.thread_deleted}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -123,20 +124,34 @@ async def budgets(who: Operator) -> list[dict[str, Any]]:
     return out
 
 
+MAX_BUDGET_USD = Decimal(1_000_000)
+
+
 class BudgetIn(BaseModel):
-    daily_usd: str
-    monthly_usd: str
+    # Any JSON value: validated here so every bad value gets a 400 that names the field, not a 422 or a 500.
+    daily_usd: Any = None
+    monthly_usd: Any = None
+
+
+def budget_amount(field: str, value: Any) -> Decimal:
+    """A budget in USD: a finite number from 0 to MAX_BUDGET_USD, as text or a JSON number (not a bool)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise HTTPException(status_code=400, detail=f"{field}: give an amount in USD, e.g. \"1.50\"")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise HTTPException(status_code=400, detail=f"{field}: not a number of USD: {str(value)[:40]!r}") from None
+    if not amount.is_finite():
+        raise HTTPException(status_code=400, detail=f"{field}: must be a finite amount, not {amount}")
+    if amount < 0 or amount > MAX_BUDGET_USD:
+        raise HTTPException(status_code=400, detail=f"{field}: must be from 0 to {MAX_BUDGET_USD:,} USD")
+    return amount
 
 
 @router.post("/api/budgets/{name}")
 async def set_budget(name: str, body: BudgetIn, who: Operator) -> dict[str, str]:
     rt = await chat.runtime()
-    try:
-        daily, monthly = Decimal(body.daily_usd), Decimal(body.monthly_usd)
-    except InvalidOperation:
-        raise HTTPException(status_code=422, detail="amounts must be numbers of USD") from None
-    if daily < 0 or monthly < 0:
-        raise HTTPException(status_code=422, detail="amounts cannot be negative")
+    daily, monthly = budget_amount("daily_usd", body.daily_usd), budget_amount("monthly_usd", body.monthly_usd)
     try:
         await usage_store.set_budget(rt.db, user=name, daily_nanousd=to_nano(daily), monthly_nanousd=to_nano(monthly))
     except LookupError:
@@ -147,18 +162,26 @@ async def set_budget(name: str, body: BudgetIn, who: Operator) -> dict[str, str]
 @router.get("/thread/{thread_id}", response_class=HTMLResponse)
 async def thread_view(thread_id: str, who: Operator) -> str:
     rt = await chat.runtime()
-    owner = await thread_store.owner_of(rt.db, thread_id=thread_id)
-    if owner is None:
+    found = await thread_store.owner_and_deletion(rt.db, thread_id=thread_id)  # deleted threads too: the audit
+    if found is None:
         raise HTTPException(status_code=404, detail="no such thread")
-    messages = await thread_store.load_messages(rt.db, owner=owner, thread_id=thread_id)
+    owner, deleted_at = found
+    messages = await thread_store.load_messages(rt.db, owner=owner, thread_id=thread_id, include_deleted=True)
     trace = await audit.thread_trace(rt.db, thread_id=thread_id)
-    return operator_page.thread(owner, thread_id, messages, trace)
+    return operator_page.thread(owner, thread_id, messages, trace, deleted_at)
 
 
 @router.get("/api/thread/{thread_id}/trace")
 async def thread_trace(thread_id: str, who: Operator) -> dict[str, Any]:
     rt = await chat.runtime()
     return json.loads(json.dumps(await audit.thread_trace(rt.db, thread_id=thread_id), default=str))
+
+
+@router.get("/api/purges")
+async def purges(who: Operator) -> list[dict[str, Any]]:
+    """What retention removed, and when: deleted threads do not vanish from the audit without a trace."""
+    rt = await chat.runtime()
+    return [p.__dict__ for p in await records.purges(rt.db)]
 
 
 def install(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -30,7 +31,8 @@ function el(tag, text, cls) { const e = document.createElement(tag); if (text !=
 async function post(url, body) {
   const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'},
                               body: JSON.stringify(body)});
-  if (!r.ok) alert('Failed: ' + r.status); return r; }
+  if (!r.ok) { let d = ''; try { d = (await r.json()).detail; } catch (e) {}
+    alert('Failed: ' + r.status + (d ? ' — ' + d : '')); } return r; }
 async function decide(id, decision) {
   const reason = decision === 'rejected' ? ($('#reason-' + id).value || null) : null;
   await post('/operator/api/approvals/' + id, {decision, reason}); refresh(); }
@@ -59,7 +61,8 @@ async function loadAudit(ev) {
   const rows = await (await fetch('/operator/api/audit?' + q)).json();
   const body = $('#audit'); body.replaceChildren();
   for (const a of rows) { const tr = el('tr');
-    for (const v of [new Date(a.decided_at * 1000).toISOString(), a.user, a.tool, a.status, a.decided_by,
+    for (const v of [new Date(a.decided_at * 1000).toISOString(),
+                     a.user + (a.thread_deleted ? ' (thread deleted)' : ''), a.tool, a.status, a.decided_by,
                      a.reason || '', a.args_digest.slice(0, 12)]) tr.append(el('td', v));
     body.append(tr); } }
 async function loadBudgets() {
@@ -78,8 +81,15 @@ async function loadUsage() {
   for (const u of rows) { const tr = el('tr');
     for (const v of [u.day, u.user, u.model, u.calls, u.cost_usd]) tr.append(el('td', String(v)));
     body.append(tr); } }
+async function loadPurges() {
+  const rows = await (await fetch('/operator/api/purges')).json();
+  const body = $('#purges'); body.replaceChildren();
+  for (const p of rows) { const tr = el('tr');
+    for (const v of [new Date(p.at * 1000).toISOString(), p.by, p.older_than_days, p.threads, p.messages,
+                     p.approvals, p.tool_calls, p.model_calls_detached]) tr.append(el('td', String(v)));
+    body.append(tr); } }
 $('#audit-form').addEventListener('submit', loadAudit);
-refresh(); loadAudit(); loadBudgets(); loadUsage();
+refresh(); loadAudit(); loadBudgets(); loadUsage(); loadPurges();
 setInterval(refresh, 1500);
 """
 
@@ -103,6 +113,10 @@ def console(who: str) -> str:
 <table><thead><tr><th>user</th><th>spent today (USD)</th><th>daily limit</th><th>monthly limit</th><th></th>
 </tr></thead>
 <tbody id="budgets"></tbody></table>
+<h2>Purges of deleted threads</h2>
+<table><thead><tr><th>at (UTC)</th><th>by</th><th>older than (days)</th><th>threads</th><th>messages</th>
+<th>approvals</th><th>tool calls</th><th>model calls kept, unlinked</th></tr></thead>
+<tbody id="purges"></tbody></table>
 </main><script>{CONSOLE_JS}</script></body></html>"""
 
 
@@ -168,8 +182,12 @@ def _waterfall(trace: dict[str, list[dict[str, Any]]]) -> str:
     return "".join(out)
 
 
-def thread(owner: str, thread_id: str, messages: list[StoredMessage], trace: dict[str, list[dict[str, Any]]]) -> str:
+def thread(owner: str, thread_id: str, messages: list[StoredMessage], trace: dict[str, list[dict[str, Any]]],
+           deleted_at: float | None = None) -> str:
     items = []
+    if deleted_at is not None:
+        when = datetime.fromtimestamp(deleted_at, tz=UTC).isoformat(timespec="seconds")
+        items.append(f"<p class='warn'>Deleted by its owner at {when}: hidden from them, kept for the audit.</p>")
     for m in messages:
         body = json.dumps(m.content, indent=2, ensure_ascii=False)
         flag = " (incomplete)" if m.incomplete else ""

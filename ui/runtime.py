@@ -20,8 +20,10 @@ from agent.otel import OtelExport
 from agent.policy import ApprovalPolicy
 from agent.pricing import PriceTable
 from agent.trace import TraceLog
+from store import records
 from store import usage as usage_store
 from store.db import Database
+from store.limits import StoreLimits
 from tools import default_registry
 
 log = logging.getLogger("tollgate")
@@ -48,6 +50,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     prices.require(settings.summary_model, datetime.now(UTC).date())
     db = Database.for_data_dir(settings.data_dir)
     await db.create_schema()
+    db.limits = StoreLimits(max_threads_per_user=settings.max_threads_per_user,
+                            max_message_chars=settings.max_user_message_chars, max_step_chars=settings.max_step_chars)
+    if settings.retention_days is not None:
+        purged = await records.purge_deleted(db, older_than_days=settings.retention_days, by="startup")
+        log.info("retention %s days: purged %d deleted threads (%d approvals, %d tool calls)",
+                 settings.retention_days, purged.threads, purged.approvals, purged.tool_calls)
     released = await usage_store.release_stale_reservations(db)
     if released:
         log.warning("charged %d reservations left open by an earlier process at their worst case", released)
