@@ -17,12 +17,14 @@ from chainlit.types import ThreadDict  # noqa: E402
 from ui import chat, loop_monitor, operator  # noqa: E402
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
+from ui.doors import guard_doors  # noqa: E402
 from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 restrict_origins(chainlit_config.project.allow_origins)
 drop_constructor_sleep()
 operator.install(chainlit_app)
+guard_doors(chainlit_app)
 
 
 @cl.on_app_startup

@@ -30,10 +30,19 @@ def allowed_origins() -> list[str]:
     explicit = os.environ.get("TOLLGATE_ALLOWED_ORIGINS")
     if explicit:
         return [o.strip() for o in explicit.split(",") if o.strip()]
-    host = os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
+    host = listen_host()
     port = os.environ.get("CHAINLIT_PORT") or os.environ.get("PORT") or "8000"
     hosts = ["127.0.0.1", "localhost"] if host in LOOPBACK else [host]
     return [f"http://{h}:{port}" for h in hosts]
+
+
+def listen_host() -> str:
+    """The address chainlit listens on (`chainlit run --host` sets CHAINLIT_HOST before loading the app)."""
+    return os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
+
+
+def listens_on_loopback() -> bool:
+    return listen_host() in LOOPBACK
 
 
 def restrict_origins(configured: list[str]) -> None:

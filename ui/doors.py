@@ -1,0 +1,23 @@
+"""Puts the request guards around chainlit's app: origin first (outermost), then the client's address
+(login limits), then revoked sessions. Each guard is a small ASGI middleware in its own module."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI
+
+from ui.origin_guard import OriginGuard
+from ui.setup import allowed_origins, listen_host, listens_on_loopback
+
+log = logging.getLogger("tollgate")
+
+
+def guard_doors(app: FastAPI) -> None:
+    # add_middleware puts each new one outside the previous ones: add the innermost first.
+    app.add_middleware(OriginGuard, allowed=allowed_origins())
+    if not listens_on_loopback() and not os.environ.get("TOLLGATE_ALLOWED_ORIGINS"):
+        log.warning("listening on %s without TOLLGATE_ALLOWED_ORIGINS: browsers will be refused unless they use "
+                    "%s; set it to the address users type (e.g. https://chat.example.org)", listen_host(),
+                    ", ".join(allowed_origins()))
