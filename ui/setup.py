@@ -8,6 +8,8 @@ import os
 import secrets
 from pathlib import Path
 
+from store.filemodes import secure_data_dir
+
 log = logging.getLogger("tollgate")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -16,7 +18,7 @@ def ensure_auth_secret(data_dir: Path) -> None:
     """Use CHAINLIT_AUTH_SECRET from the env, else the one kept in the data dir (made on first run)."""
     if os.environ.get("CHAINLIT_AUTH_SECRET"):
         return
-    data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(data_dir)
     path = data_dir / "auth_secret"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
