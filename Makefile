@@ -29,7 +29,7 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
 run: $(VENV)/.installed
-	$(BIN)/tollgate users ensure-demo
+	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
 	CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed browser

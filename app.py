@@ -13,16 +13,20 @@ import chainlit as cl  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
 from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
+from fastapi import Request, Response  # noqa: E402
 
 from ui import chat, loop_monitor, operator  # noqa: E402
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
+from ui.doors import guard_doors  # noqa: E402
 from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
+from ui.sessions import token_from  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 restrict_origins(chainlit_config.project.allow_origins)
 drop_constructor_sleep()
 operator.install(chainlit_app)
+guard_doors(chainlit_app)
 
 
 @cl.on_app_startup
@@ -40,6 +44,12 @@ async def shutdown() -> None:
 @cl.password_auth_callback
 async def login(username: str, password: str) -> cl.User | None:
     return await chat.authenticate(username, password)
+
+
+@cl.on_logout
+async def logout(request: Request, _response: Response) -> dict[str, bool]:
+    await chat.logout(token_from(request.cookies, request.headers.get("authorization")))
+    return {"success": True}
 
 
 @cl.set_starters

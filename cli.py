@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -14,11 +15,15 @@ from decimal import Decimal, InvalidOperation
 from agent.config import Settings
 from agent.pricing import fmt_usd, from_nano, to_nano
 from store import records
+from store import sessions as session_store
 from store import usage as usage_store
 from store import users as user_store
 from store.db import Database
+from store.passwords import DEMO_PASSWORD, DEMO_USER, WeakPassword
+from ui.logins import retire_demo, retire_demo_if_not_allowed
+from ui.setup import listen_host, listens_on_loopback
 
-DEMO_USER, DEMO_PASSWORD = "demo", "demo"
+WEAK_PASSWORD_EXIT = 2
 
 
 def _usd(text: str) -> Decimal:
@@ -49,10 +54,30 @@ def _read_password(args: argparse.Namespace) -> str:
 async def users_add(db: Database, args: argparse.Namespace) -> int:
     try:
         user = await user_store.add_user(db, name=args.name, password=_read_password(args), role=args.role)
+    except WeakPassword as e:
+        print(f"error: {e}; nothing was created", file=sys.stderr)
+        return WEAK_PASSWORD_EXIT
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"added {user.name} ({user.role})")
+    if user.name != DEMO_USER and await retire_demo(db, why=f"a real user ({user.name}) exists now"):
+        print(f"removed the demo login {DEMO_USER!r} / {DEMO_PASSWORD!r}: a real user exists now")
+    return 0
+
+
+async def users_set_password(db: Database, args: argparse.Namespace) -> int:
+    """A new password; every session of the user ends (their tokens are revoked)."""
+    try:
+        changed = await user_store.set_password(db, name=args.name, password=_read_password(args))
+    except WeakPassword as e:
+        print(f"error: {e}; the password was not changed", file=sys.stderr)
+        return WEAK_PASSWORD_EXIT
+    if not changed:
+        print(f"error: no user {args.name!r}", file=sys.stderr)
+        return 1
+    await session_store.revoke_sessions(db, name=args.name, at=time.time())
+    print(f"changed the password of {args.name}; their sessions have ended")
     return 0
 
 
@@ -66,15 +91,24 @@ async def users_remove(db: Database, args: argparse.Namespace) -> int:
     if not await user_store.remove_user(db, name=args.name):
         print(f"error: no user {args.name!r}", file=sys.stderr)
         return 1
+    await session_store.revoke_sessions(db, name=args.name, at=time.time())  # their 15-day tokens die too
     print(f"removed {args.name}")
     return 0
 
 
 async def users_ensure_demo(db: Database, args: argparse.Namespace) -> int:
-    """For `make run` on a fresh machine: a demo login, only while no user exists at all."""
+    """For `make run` on a fresh machine: a demo login, only while no user exists at all and only for a server
+    on loopback (CHAINLIT_HOST); a demo login left behind by real users or a wider address is removed."""
     if await user_store.list_users(db):
+        if await retire_demo_if_not_allowed(db):
+            print(f"removed the demo login {DEMO_USER!r} / {DEMO_PASSWORD!r}: "
+                  + ("real users exist" if listens_on_loopback() else f"the app listens on {listen_host()}"))
         return 0
-    await user_store.add_user(db, name=DEMO_USER, password=DEMO_PASSWORD, role="operator")
+    if not listens_on_loopback():
+        print(f"no demo login: the app listens on {listen_host()}, beyond loopback; add a user with "
+              "`tollgate users add NAME --password-stdin`", file=sys.stderr)
+        return 0
+    await user_store.add_demo_user(db)
     print(f"created the demo login {DEMO_USER!r} / {DEMO_PASSWORD!r} (operator); "
           "add real users with `tollgate users add NAME --password-stdin` and remove it")
     return 0
@@ -210,7 +244,12 @@ def parser() -> argparse.ArgumentParser:
     rm = users.add_parser("remove")
     rm.add_argument("name")
     rm.set_defaults(fn=users_remove)
-    users.add_parser("ensure-demo", help="create demo/demo if there are no users").set_defaults(fn=users_ensure_demo)
+    pw = users.add_parser("set-password", help="a new password; ends the user's sessions")
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    pw.set_defaults(fn=users_set_password)
+    demo = users.add_parser("ensure-demo", help="create demo/demo if there are no users (loopback only)")
+    demo.set_defaults(fn=users_ensure_demo)
     budget = sub.add_parser("budget", help="per-user limits").add_subparsers(dest="action", required=True)
     bset = budget.add_parser("set")
     bset.add_argument("name")

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     compress_keep_last: int = Field(default=6, ge=2)
     summary_max_tokens: int = Field(default=1024, ge=64, le=8_192)
 
+    # Logins: refused (even with the right password) once an account or a client address has this many
+    # failures within the window; see ui/logins.py. Behind a proxy, TOLLGATE_TRUSTED_PROXY names it.
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: float = Field(default=900.0, gt=0)
+
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"

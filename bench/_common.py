@@ -103,7 +103,7 @@ async def make_bench(data_dir: Path, *, brain: Any, demo_settings: Any, registry
     db = Database.for_data_dir(settings.data_dir)
     await db.create_schema()
     for u in users:
-        await user_store.add_user(db, name=u, password=f"{u}-pw")
+        await user_store.add_user(db, name=u, password="orchard-apple-7")
     server = DemoModelServer(brain=brain, settings=demo_settings)
     client = anthropic.AsyncAnthropic(api_key="bench", base_url=server.start(), max_retries=0)
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=registry or default_registry(),

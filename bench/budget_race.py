@@ -109,7 +109,7 @@ async def run_sessions(n: int, data_dir: Path) -> dict[str, Any]:
     settings = Settings(data_dir=data_dir, max_tokens=OUTPUT, global_daily_usd=Decimal(1_000_000))
     db = Database.for_data_dir(data_dir)
     await db.create_schema()
-    await user_store.add_user(db, name="alice", password="alice-pw")
+    await user_store.add_user(db, name="alice", password="orchard-apple-1")
     brain = ScriptedBrain([Reply(blocks=(TextBlock("ok"),), usage_override=USAGE)] * n)
     server = DemoModelServer(brain=brain, settings=DemoSettings(first_token_delay_s=FIRST_TOKEN_S,
                                                                 tokens_per_second=0.0))

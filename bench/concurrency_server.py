@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ROOT, machine, pct, table
 from tests.e2e.conftest import Server, start_server, stop_server
 
-MESSAGES, USERS, FIRST_TOKEN_S, PASSWORD = 5, 10, 0.3, "bench-password"
+MESSAGES, USERS, FIRST_TOKEN_S, PASSWORD = 5, 10, 0.3, "orchard-apple-8"
 TURN_TIMEOUT_S = 300
 THINK_S = float(os.environ.get("BENCH_THINK_S", "0"))
 TAG = re.compile(r"^\[t:(\w+)\] ")

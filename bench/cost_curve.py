@@ -205,7 +205,7 @@ async def _job(job: Job) -> tuple[Job, Result, dict[str, Any]]:
             settings = settings.model_copy(update={"compress_above_tokens": job.threshold})
         db = Database.for_data_dir(settings.data_dir)
         await db.create_schema()
-        await user_store.add_user(db, name="bench", password="bench-password")
+        await user_store.add_user(db, name="bench", password="orchard-apple-8")
         workspace = settings.workspaces_dir / "bench" / "notes"
         workspace.mkdir(parents=True)
         for i in range(1, job.turns + 1):

@@ -50,8 +50,8 @@ async def main() -> None:
         rt = await build_runtime(Settings(data_dir=Path(tmp) / "data"))
         try:
             db = rt.db
-            await user_store.add_user(db, name="alice", password="alice-pw")
-            await user_store.add_user(db, name="bob", password="bob-pw1")
+            await user_store.add_user(db, name="alice", password="orchard-apple-1")
+            await user_store.add_user(db, name="bob", password="orchard-apple-3")
             big = (await thread_store.create_thread(db, owner="alice", title="long thread")).id
             now = time.time()
             msgs, steps = [], []

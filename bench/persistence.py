@@ -68,7 +68,7 @@ async def store_run(data_dir: Path, writers: int, turns: int) -> tuple[dict[str,
     await db.create_schema()
     users = [f"u{i}" for i in range(writers)]
     for u in users:
-        await user_store.add_user(db, name=u, password="pw-bench")
+        await user_store.add_user(db, name=u, password="orchard-apple-6")
     tids = [(await thread_store.create_thread(db, owner=u)).id for u in users]
     lat: dict[str, list[float]] = defaultdict(list)
     warm: dict[str, list[float]] = defaultdict(list)
@@ -180,7 +180,7 @@ async def raw_run(data_dir: Path, writers: int, turns: int) -> tuple[dict[str, l
     await db.create_schema()
     users = [f"u{i}" for i in range(writers)]
     for u in users:
-        await user_store.add_user(db, name=u, password="pw-bench")
+        await user_store.add_user(db, name=u, password="orchard-apple-6")
     tids = [(await thread_store.create_thread(db, owner=u)).id for u in users]
     await db.close()
     path = data_dir / "tollgate.db"

@@ -23,10 +23,12 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel import SQLModel
 
 from store import (
+    door_tables,  # noqa: F401  (login failures and session cut-offs)
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
     search,
 )
 from store.limits import StoreLimits
+from store.filemodes import create_private_file, secure_data_dir
 
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
@@ -35,7 +37,11 @@ T = TypeVar("T")
 def database_url(data_dir: Path) -> str:
     """`TOLLGATE_DATABASE_URL` wins. Not the unprefixed name: chainlit switches to its own Postgres layer
     when it sees that one."""
-    return os.environ.get("TOLLGATE_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'tollgate.db'}"
+    return os.environ.get("TOLLGATE_DATABASE_URL") or default_url(data_dir)
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'tollgate.db'}"
 
 
 def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
@@ -77,8 +83,11 @@ class Database:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> Database:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(database_url(data_dir))
+        secure_data_dir(data_dir)
+        url = database_url(data_dir)
+        if url == default_url(data_dir):
+            create_private_file(data_dir / "tollgate.db")
+        return cls(url)
 
     async def create_schema(self) -> None:
         def create(conn: Connection) -> None:

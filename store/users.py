@@ -7,10 +7,11 @@ import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from store.db import Database
 from store.models import USERS
+from store.passwords import DEMO_PASSWORD, DEMO_USER, check_password
 from store.values import User
 
 _hasher = PasswordHasher()
@@ -29,12 +30,25 @@ def _check_role(role: str) -> None:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
 
 
-async def add_user(db: Database, *, name: str, password: str, role: str = "user") -> User:
-    _check_role(role)
+def _check_name(name: str) -> None:
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError("user names are 1-64 letters, digits, '.', '-' or '_'")
-    if len(password) < 4:
-        raise ValueError("password must be at least 4 characters")
+
+
+async def add_user(db: Database, *, name: str, password: str, role: str = "user") -> User:
+    """Raises WeakPassword (a ValueError) when the password policy refuses it (store/passwords.py)."""
+    _check_role(role)
+    _check_name(name)
+    check_password(name=name, password=password)
+    return await _insert(db, name=name, password=password, role=role)
+
+
+async def add_demo_user(db: Database) -> User:
+    """The one login that skips the password policy: demo/demo, for a loopback demo (cli `ensure-demo`)."""
+    return await _insert(db, name=DEMO_USER, password=DEMO_PASSWORD, role="operator")
+
+
+async def _insert(db: Database, *, name: str, password: str, role: str) -> User:
     password_hash = await asyncio.to_thread(_hasher.hash, password)  # slow by design: off the loop and the writer
 
     def add(conn: Connection) -> None:
@@ -55,6 +69,20 @@ async def authenticate(db: Database, *, name: str, password: str) -> User | None
     except (VerificationError, InvalidHashError):
         return None
     return User(name=name, role=row.role) if row else None
+
+
+async def set_password(db: Database, *, name: str, password: str) -> bool:
+    """A new password (policy-checked); False when there is no such user. Revoking the user's sessions is the
+    caller's part (store.sessions.revoke_sessions)."""
+    check_password(name=name, password=password)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    return await db.transact(lambda conn: bool(conn.execute(
+        update(_users).where(_users.c.name == name).values(password_hash=password_hash)).rowcount))
+
+
+async def is_default_demo(db: Database) -> bool:
+    """Whether the demo login exists with its default password demo/demo (costs one hash check)."""
+    return await authenticate(db, name=DEMO_USER, password=DEMO_PASSWORD) is not None
 
 
 async def get_user(db: Database, *, name: str) -> User | None:

@@ -68,8 +68,8 @@ def settings(tmp_path: Path) -> Settings:
 async def db(settings: Settings) -> AsyncIterator[Database]:
     database = Database.for_data_dir(settings.data_dir)
     await database.create_schema()
-    await user_store.add_user(database, name="alice", password="alice-pw")
-    await user_store.add_user(database, name="bob", password="bob-pw")
+    await user_store.add_user(database, name="alice", password="orchard-apple-1")
+    await user_store.add_user(database, name="bob", password="orchard-apple-2")
     yield database
     await database.close()
 

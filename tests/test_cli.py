@@ -54,8 +54,8 @@ async def _populate(data_dir: Path) -> None:
     """Costs hand-computed from agent/prices.toml (USD per million tokens)."""
     db = Database.for_data_dir(data_dir)
     await db.create_schema()
-    await user_store.add_user(db, name="alice", password="alice-pw")
-    await user_store.add_user(db, name="bob", password="bob-pw")
+    await user_store.add_user(db, name="alice", password="orchard-apple-1")
+    await user_store.add_user(db, name="bob", password="orchard-apple-2")
     # sonnet-4-6: 1000*3 + 2000*15 = $0.033
     await _call(db, "alice", "t0", "claude-sonnet-4-6", TokenUsage(1_000, 2_000), 33_000_000, at=JAN1)
     # opus-5-5: 100*4 + 1000 1h writes*8 + 500*20 = $0.0184
@@ -84,9 +84,9 @@ async def _db_costs(data_dir: Path, by: str) -> dict[str, Decimal]:
 
 
 def test_users_add_list_remove(data_dir, capsys, monkeypatch):
-    assert run(capsys, "users", "add", "carol", "--password-stdin", "--role", "operator", stdin="s3cret-pw\n",
+    assert run(capsys, "users", "add", "carol", "--password-stdin", "--role", "operator", stdin="s3cret-passphrase\n",
                monkeypatch=monkeypatch)[:2] == (0, "added carol (operator)\n")
-    code, _, err = run(capsys, "users", "add", "carol", "--password-stdin", stdin="again-pw\n",
+    code, _, err = run(capsys, "users", "add", "carol", "--password-stdin", stdin="again-passphrase\n",
                        monkeypatch=monkeypatch)
     assert code == 1 and "already exists" in err
     assert run(capsys, "users", "list")[1] == "carol\toperator\n"
@@ -94,7 +94,7 @@ def test_users_add_list_remove(data_dir, capsys, monkeypatch):
     async def check() -> bool:
         db = Database.for_data_dir(data_dir)
         try:
-            return await user_store.authenticate(db, name="carol", password="s3cret-pw") is not None
+            return await user_store.authenticate(db, name="carol", password="s3cret-passphrase") is not None
         finally:
             await db.close()
 
@@ -203,7 +203,7 @@ def test_usage_filters_by_user_and_day(data_dir, capsys):
 def test_the_installed_command_reads_the_password_from_stdin(data_dir):
     exe = Path(sys.executable).with_name("tollgate")
     env = {**os.environ, "TOLLGATE_DATA_DIR": str(data_dir)}
-    done = subprocess.run([str(exe), "users", "add", "dave", "--password-stdin"], input="dave-pw\n", env=env,
+    done = subprocess.run([str(exe), "users", "add", "dave", "--password-stdin"], input="orchard-apple-5\n", env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout) == (0, "added dave (user)\n"), done.stderr
     done = subprocess.run([str(exe), "budget", "show", "--json"], env=env, capture_output=True, text=True,

@@ -80,7 +80,7 @@ async def test_a_database_made_before_the_index_is_backfilled(tmp_path) -> None:
 
     db = Database.for_data_dir(tmp_path)
     await db.create_schema()
-    await user_store.add_user(db, name="carol", password="carol-pw")
+    await user_store.add_user(db, name="carol", password="orchard-apple-4")
     tid = await _thread(db, "carol", "an old conversation about walruses")
     def drop_index(conn) -> None:  # as if made by a version without the index
         for name in ("message_search_ai", "message_search_au", "message_search_ad"):

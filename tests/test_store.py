@@ -45,9 +45,9 @@ async def test_nobody_reads_or_writes_another_users_thread(db):
 
 
 async def test_users_passwords_are_hashed_and_checked(db):
-    assert await user_store.authenticate(db, name="alice", password="alice-pw") is not None
+    assert await user_store.authenticate(db, name="alice", password="orchard-apple-1") is not None
     assert await user_store.authenticate(db, name="alice", password="wrong") is None
-    assert await user_store.authenticate(db, name="nobody", password="alice-pw") is None
+    assert await user_store.authenticate(db, name="nobody", password="orchard-apple-1") is None
     with pytest.raises(ValueError, match="user names"):
         await user_store.add_user(db, name="../etc", password="long-enough")
 
@@ -98,7 +98,7 @@ async def test_password_hashing_runs_off_the_event_loop(db, monkeypatch: pytest.
             return real.verify(hash_, password)
 
     monkeypatch.setattr(user_store, "_hasher", Spy())
-    assert await user_store.authenticate(db, name="alice", password="alice-pw") is not None
+    assert await user_store.authenticate(db, name="alice", password="orchard-apple-1") is not None
     assert threads and threads[0] is not threading.main_thread()
 
 

@@ -13,12 +13,12 @@ from agent.approvals import DeferredApprover
 from agent.events import ApprovalRequested
 from store import approvals as approval_store
 from store import threads as thread_store
-from store import users as user_store
 from store.limits import LimitExceeded
 from store.threads import NotFound
 from store.values import Approval
 from ui import cards as ui_cards
-from ui import live
+from ui import live, logins, sessions
+from ui.client_address import client_address
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
 
@@ -54,6 +54,7 @@ async def runtime() -> Runtime:
     async with _runtime_lock:
         if _runtime is None:
             _runtime = await build_runtime()
+            await logins.retire_demo_if_not_allowed(_runtime.db)
         return _runtime
 
 
@@ -65,11 +66,19 @@ async def shutdown() -> None:
 
 
 async def authenticate(username: str, password: str) -> cl.User | None:
+    """Every refusal gives chainlit's one "credentialssignin" answer: it reveals neither whether the account
+    exists nor whether the limits hold it (ui/logins.py)."""
     rt = await runtime()
-    user = await user_store.authenticate(rt.db, name=username, password=password)
-    if user is None:
+    result = await logins.attempt_login(rt.db, name=username, password=password, address=client_address(),
+                                        limits=logins.LoginLimits.from_settings(rt.settings))
+    if result.user is None:
         return None
-    return cl.User(identifier=user.name, metadata={"role": user.role})
+    # login_at: when this token was issued, to the microsecond, for session revocation (ui/sessions.py)
+    return cl.User(identifier=result.user.name, metadata={"role": result.user.role, "login_at": time.time()})
+
+
+async def logout(token: str | None) -> None:
+    await sessions.end_sessions_of_token((await runtime()).db, token)
 
 
 def _user() -> str:

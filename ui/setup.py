@@ -8,6 +8,8 @@ import os
 import secrets
 from pathlib import Path
 
+from store.filemodes import secure_data_dir
+
 log = logging.getLogger("tollgate")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -16,7 +18,7 @@ def ensure_auth_secret(data_dir: Path) -> None:
     """Use CHAINLIT_AUTH_SECRET from the env, else the one kept in the data dir (made on first run)."""
     if os.environ.get("CHAINLIT_AUTH_SECRET"):
         return
-    data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(data_dir)
     path = data_dir / "auth_secret"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -30,10 +32,19 @@ def allowed_origins() -> list[str]:
     explicit = os.environ.get("TOLLGATE_ALLOWED_ORIGINS")
     if explicit:
         return [o.strip() for o in explicit.split(",") if o.strip()]
-    host = os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
+    host = listen_host()
     port = os.environ.get("CHAINLIT_PORT") or os.environ.get("PORT") or "8000"
     hosts = ["127.0.0.1", "localhost"] if host in LOOPBACK else [host]
     return [f"http://{h}:{port}" for h in hosts]
+
+
+def listen_host() -> str:
+    """The address chainlit listens on (`chainlit run --host` sets CHAINLIT_HOST before loading the app)."""
+    return os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
+
+
+def listens_on_loopback() -> bool:
+    return listen_host() in LOOPBACK
 
 
 def restrict_origins(configured: list[str]) -> None:
