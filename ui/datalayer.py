@@ -26,6 +26,8 @@ from store import users as user_store
 from store.db import Database
 from store.threads import NotFound
 from ui.runtime import Runtime
+from ui.safe_markdown import sanitize
+from ui.safe_text import reveal_line
 
 log = logging.getLogger("tollgate.history")
 
@@ -100,7 +102,7 @@ class StoreDataLayer(BaseDataLayer):
                                                before=before, search=filters.search)
         page = rows[: pagination.first]
         data: list[ThreadDict] = [
-            ThreadDict(id=t.id, createdAt=_iso(t.updated_at), name=t.title or "New chat", userId=t.owner,
+            ThreadDict(id=t.id, createdAt=_iso(t.updated_at), name=_title(t.title), userId=t.owner,
                        userIdentifier=t.owner, tags=[], metadata={}, steps=[], elements=[]) for t in page]
         return PaginatedResponse(
             pageInfo=PageInfo(hasNextPage=len(rows) > pagination.first,
@@ -115,7 +117,7 @@ class StoreDataLayer(BaseDataLayer):
             return None
         t = await thread_store.get_thread(await self._db(), owner=owner, thread_id=thread_id)
         steps = await step_store.list_steps(await self._db(), owner=owner, thread_id=thread_id)
-        return ThreadDict(id=t.id, createdAt=_iso(t.created_at), name=t.title or "New chat", userId=owner,
+        return ThreadDict(id=t.id, createdAt=_iso(t.created_at), name=_title(t.title), userId=owner,
                           userIdentifier=owner, tags=[], metadata={}, steps=[_step_dict(s) for s in steps],
                           elements=[])
 
@@ -184,9 +186,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _title(title: str | None) -> str:
+    """A thread title (the first message, or a rename) is one line of text: nothing hidden, nothing reordered."""
+    return reveal_line(title) if title else "New chat"
+
+
 def _step_dict(s: dict[str, Any]) -> dict[str, Any]:
+    # What the user typed is kept as typed; it is rendered as markdown, so images are neutralised on the way out.
+    output = sanitize(s["output"]) if s["type"] == "user_message" and s["output"] else s["output"]
     d: dict[str, Any] = {"id": s["id"], "threadId": s["thread_id"], "parentId": s["parent_id"], "name": s["name"],
-                         "type": s["type"], "input": s["input"], "output": s["output"], "isError": s["is_error"],
+                         "type": s["type"], "input": s["input"], "output": output, "isError": s["is_error"],
                          "createdAt": s["created_at"], "start": s["start"], "end": s["end"],
                          "metadata": s["metadata"], "language": s["language"]}
     if s["show_input"]:
