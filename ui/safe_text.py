@@ -80,8 +80,9 @@ def code_span(value: str) -> str:
     """Inline code showing `value` on one line; nothing inside can end it early."""
     shown = reveal_line(value)
     ticks = "`" * (longest_backtick_run(shown) + 1)
-    # One space each side is stripped by CommonMark when both are present: content starting or
-    # ending with a backtick stays inside the span.
+    if shown.strip(" ") and not (shown[0] in "` " or shown[-1] in "` "):
+        return f"{ticks}{shown}{ticks}"
+    # CommonMark strips one space each side when both are present: an edge backtick stays inside.
     return f"{ticks} {shown} {ticks}"
 
 
