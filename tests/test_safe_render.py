@@ -126,13 +126,13 @@ def _stream(chunks: list[str]) -> tuple[list[str], StreamSanitizer]:
     return states, s
 
 
-@pytest.mark.parametrize("text", HOSTILE_IMAGES + ["before ![x](http://a.example/p.png) after [l](http://b.example)"])
+@pytest.mark.parametrize("text", [*HOSTILE_IMAGES, "before ![x](http://a.example/p.png) after [l](http://b.example)"])
 def test_an_image_split_across_deltas_never_renders(text: str) -> None:
     rng = random.Random(7)
     for _ in range(30):
         cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, 8))))
         chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-        states, s = _stream(chunks)
+        states, _ = _stream(chunks)
         for state in states:
             assert images(state) == [], (chunks, state)
         assert states[-1] == sanitize(text)
@@ -234,9 +234,11 @@ def test_card_source_is_not_rendered_before_the_fix_style() -> None:
 
 
 def test_chainlit_index_served_without_off_origin_links_and_its_inline_scripts_hashed() -> None:
-    import chainlit.server as server
+    import importlib.util
 
-    html = (Path(server.build_dir) / "index.html").read_text()
+    spec = importlib.util.find_spec("chainlit")
+    assert spec is not None and spec.origin is not None
+    html = (Path(spec.origin).parent / "frontend" / "dist" / "index.html").read_text()
     assert "fonts.googleapis.com" in html and "cdn.jsdelivr.net" in html  # what chainlit ships
     cleaned = without_off_origin_links(html)
     assert not re.search(r"(?:src|href)=\"(?:https?:)?//", cleaned)
