@@ -107,6 +107,7 @@ def test_a_reference_link_cannot_hide_its_destination() -> None:
 def test_raw_html_is_not_rendered_by_the_chat() -> None:
     config = tomllib.loads((ROOT / ".chainlit" / "config.toml").read_text())
     assert config["features"]["unsafe_allow_html"] is False  # and install() pins it off at start-up
+    assert config["features"]["user_message_markdown"] is False  # a pasted image shows as text
 
 
 def test_bidi_controls_in_model_text_are_shown() -> None:

@@ -20,7 +20,6 @@ from ui import cards as ui_cards
 from ui import live
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
-from ui.safe_markdown import sanitize
 
 log = logging.getLogger("tollgate")
 _runtime: Runtime | None = None
@@ -108,16 +107,12 @@ async def on_message(message: cl.Message) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
     await _own_thread(rt, owner, thread_id)
-    typed = message.content  # the model gets what the user typed; the chat shows no image it holds
-    if (shown := sanitize(typed)) != typed:
-        message.content = shown
-        await message.update()
-    if typed == INJECTION_STARTER:  # seed the demo files; never overwrite the user's own
+    if message.content == INJECTION_STARTER:  # seed the demo files; never overwrite the user's own
         workspace = rt.agent.workspace_for(owner)
         for path, text in (("notes/injection-demo.txt", BOOBY_TRAP), ("notes/groceries.txt", "milk, eggs, bread\n")):
             if not workspace.exists(path):
                 workspace.write_text(path, text)
-    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=typed, emit=renderer(),
+    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer(),
                             approver=DeferredApprover())
 
 

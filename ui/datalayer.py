@@ -26,7 +26,6 @@ from store import users as user_store
 from store.db import Database
 from store.threads import NotFound
 from ui.runtime import Runtime
-from ui.safe_markdown import sanitize
 from ui.safe_text import reveal_line
 
 log = logging.getLogger("tollgate.history")
@@ -192,10 +191,8 @@ def _title(title: str | None) -> str:
 
 
 def _step_dict(s: dict[str, Any]) -> dict[str, Any]:
-    # What the user typed is kept as typed; it is rendered as markdown, so images are neutralised on the way out.
-    output = sanitize(s["output"]) if s["type"] == "user_message" and s["output"] else s["output"]
     d: dict[str, Any] = {"id": s["id"], "threadId": s["thread_id"], "parentId": s["parent_id"], "name": s["name"],
-                         "type": s["type"], "input": s["input"], "output": output, "isError": s["is_error"],
+                         "type": s["type"], "input": s["input"], "output": s["output"], "isError": s["is_error"],
                          "createdAt": s["created_at"], "start": s["start"], "end": s["end"],
                          "metadata": s["metadata"], "language": s["language"]}
     if s["show_input"]:

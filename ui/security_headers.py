@@ -93,6 +93,7 @@ def install(app: Any, *, extra_inline_scripts: Iterable[str] = ()) -> str:
     from chainlit.config import config
 
     config.features.unsafe_allow_html = False  # raw <img>/<svg> in markdown stays text, whatever the toml says
+    config.features.user_message_markdown = False  # the user's own text is shown as typed (no image in it)
     original: Callable[[str], str] = server.get_html_template
     if not getattr(original, "_tollgate_wrapped", False):
         def get_html_template(root_path: str) -> str:
