@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -26,7 +25,7 @@ RLO = "\u202e"
 @dataclass
 class Listener:
     port: int
-    hits: list[str] = field(default_factory=list)
+    hits: list[str] = field(default_factory=list)  # HTTP requests, and TLS connections (no path seen)
 
     @property
     def origin(self) -> str:
@@ -38,7 +37,7 @@ def listener() -> Iterator[Listener]:
     found = Listener(port=free_port())
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             found.hits.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "image/gif")
@@ -48,7 +47,12 @@ def listener() -> Iterator[Listener]:
         def log_message(self, *args: object) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", found.port), Handler)
+    class Recording(ThreadingHTTPServer):
+        def verify_request(self, request: object, client_address: object) -> bool:
+            found.hits.append(f"connection from {client_address}")
+            return True
+
+    httpd = Recording(("127.0.0.1", found.port), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield found
@@ -64,7 +68,7 @@ def script(origin: str) -> list[Reply]:
     return [
         Reply(blocks=(TextBlock(model_text),
                       ToolUseBlock("read_file", {"path": "notes/hostile.md"}),
-                      ToolUseBlock("read_file", {"path": f"x`![s](http:{host}/source-label)`"})),
+                      ToolUseBlock("read_file", {"path": f"x`![s](https:{host}/source-label)`"})),
               stop_reason="tool_use"),
         Reply(blocks=(TextBlock("Two changes:"),
                       ToolUseBlock("write_file", {"path": "notes/d.md", "content": "`````\nchanged\n"}),
@@ -142,7 +146,7 @@ def test_hostile_content_in_every_place_loads_nothing_from_elsewhere(
     expect(page.get_by_text("Approval needed")).to_have_count(2)
     expect(page.get_by_text("image not loaded: chart").first).to_be_visible()  # the model's own text
     expect(page.get_by_text("(↗ 127.0.0.1)").first).to_be_visible()  # a link shows where it goes
-    expect(page.get_by_text(f"read_file:x`![s](http:{listener.origin.removeprefix('http://')}/source-label)`")
+    expect(page.get_by_text(f"read_file:x`![s](https:{listener.origin.removeprefix('http://')}/source-label)`")
            .first).to_be_visible()  # the source label, whole, as code
     expect(page.locator("#thread-history")).to_contain_text("Summarise<U+202E>txt.exe")
     page.get_by_role("button", name="Used read_file").first.click()  # a tool step's output is shown as text
