@@ -27,6 +27,7 @@ from store.db import Database
 from store.limits import LimitExceeded
 from store.threads import NotFound
 from ui.runtime import Runtime
+from ui.safe_text import reveal_line
 
 log = logging.getLogger("tollgate.history")
 
@@ -107,7 +108,7 @@ class StoreDataLayer(BaseDataLayer):
                                                before=before, search=filters.search)
         page = rows[: pagination.first]
         data: list[ThreadDict] = [
-            ThreadDict(id=t.id, createdAt=_iso(t.updated_at), name=t.title or "New chat", userId=t.owner,
+            ThreadDict(id=t.id, createdAt=_iso(t.updated_at), name=_title(t.title), userId=t.owner,
                        userIdentifier=t.owner, tags=[], metadata={}, steps=[], elements=[]) for t in page]
         return PaginatedResponse(
             pageInfo=PageInfo(hasNextPage=len(rows) > pagination.first,
@@ -122,7 +123,7 @@ class StoreDataLayer(BaseDataLayer):
             return None
         t = await thread_store.get_thread(await self._db(), owner=owner, thread_id=thread_id)
         steps = await step_store.list_steps(await self._db(), owner=owner, thread_id=thread_id)
-        return ThreadDict(id=t.id, createdAt=_iso(t.created_at), name=t.title or "New chat", userId=owner,
+        return ThreadDict(id=t.id, createdAt=_iso(t.created_at), name=_title(t.title), userId=owner,
                           userIdentifier=owner, tags=[], metadata={}, steps=[_step_dict(s) for s in steps],
                           elements=[])
 
@@ -193,6 +194,11 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _title(title: str | None) -> str:
+    """A thread title (the first message, or a rename) is one line of text: nothing hidden, nothing reordered."""
+    return reveal_line(title) if title else "New chat"
 
 
 def _step_dict(s: dict[str, Any]) -> dict[str, Any]:

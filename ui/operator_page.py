@@ -11,6 +11,7 @@ from typing import Any
 
 from store.audit import SpendRow
 from store.values import StoredMessage
+from ui.safe_text import reveal_block, reveal_line
 
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:0;background:#111;color:#eee}
@@ -21,12 +22,20 @@ td,th{border-bottom:1px solid #333;padding:6px;text-align:left;vertical-align:to
 pre{white-space:pre-wrap;margin:0;max-height:240px;overflow:auto;background:#1b1b1b;padding:6px}
 .card{border:1px solid #444;border-radius:8px;padding:10px;margin:10px 0}
 .warn{color:#ffb347}button{margin-right:6px}input{background:#222;color:#eee;border:1px solid #555;padding:4px}
-.bar{fill:#f58ab0}.axis{fill:#aaa;font-size:11px}
+.bar{fill:#f58ab0}.axis{fill:#aaa;font-size:11px}.wide{width:50%}
 """
 
 CONSOLE_JS = """
 const $ = (s) => document.querySelector(s);
-function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text;
+// Like ui/safe_text.py: controls and bidi/invisible characters shown as <U+...>, newlines too outside <pre>.
+const HIDDEN = new RegExp('[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u061c\\u180e\\u200b-\\u200f'
+  + '\\u202a-\\u202e\\u2028\\u2029\\u2060\\u2066-\\u2069\\ufeff]', 'g');
+const hex = (c) => c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+function shown(text, keepLines) {
+  const s = String(text).replace(HIDDEN, (c) => '<U+' + hex(c) + '>');
+  return keepLines ? s : s.replace(/\\n/g, '\u240a').replace(/\\t/g, '\u2409'); }
+function el(tag, text, cls) { const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = shown(text, tag === 'pre');
   if (cls) e.className = cls; return e; }
 async function post(url, body) {
   const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'},
@@ -97,7 +106,7 @@ setInterval(refresh, 1500);
 def console(who: str) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Tollgate operator console</title>
 <style>{STYLE}</style></head><body>
-<header><b>Tollgate — operator console</b><span>signed in as {escape(who)}</span><a href="/">chat</a></header>
+<header><b>Tollgate — operator console</b><span>signed in as {_cell(who)}</span><a href="/">chat</a></header>
 <main>
 <h2>Pending approvals</h2><div id="pending"></div>
 <h2>Audit log</h2>
@@ -120,6 +129,14 @@ def console(who: str) -> str:
 </main><script>{CONSOLE_JS}</script></body></html>"""
 
 
+INLINE_SCRIPTS = (CONSOLE_JS,)  # allowed by hash in the Content-Security-Policy (ui/security_headers.py)
+
+
+def _cell(value: object) -> str:
+    """An untrusted one-line value in HTML: escaped, nothing hidden or reordered."""
+    return escape(reveal_line(str(value)))
+
+
 def spend_chart(rows: list[SpendRow], width: int = 720, height: int = 240) -> str:
     """A server-rendered stacked bar chart (no chart library, no CDN): USD per day, one colour per user."""
     per_day: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -140,13 +157,13 @@ def spend_chart(rows: list[SpendRow], width: int = 720, height: int = 240) -> st
                 continue
             y -= h
             parts.append(f'<rect x="{50 + i * bar_w:.1f}" y="{y:.1f}" width="{bar_w * 0.8:.1f}" height="{h:.1f}" '
-                         f'fill="{palette[j % len(palette)]}"><title>{escape(user)} {escape(day)}: '
+                         f'fill="{palette[j % len(palette)]}"><title>{_cell(user)} {_cell(day)}: '
                          f'${per_day[day][user] / 1e9:.6f}</title></rect>')
         parts.append(f'<text x="{50 + i * bar_w:.1f}" y="{height + 14}" fill="#aaa" font-size="10">'
-                     f'{escape(day[5:])}</text>')
+                     f'{_cell(day[5:])}</text>')
     for j, user in enumerate(users):
         parts.append(f'<text x="{50 + j * 110}" y="{height + 34}" fill="{palette[j % len(palette)]}" '
-                     f'font-size="12">■ {escape(user)}</text>')
+                     f'font-size="12">■ {_cell(user)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -169,15 +186,15 @@ def _waterfall(trace: dict[str, list[dict[str, Any]]]) -> str:
         rows.append(("approval wait " + a["tool"], a["requested_at"], 0.0, wait, f"{a['status']} by {a['decided_by']}"))
     rows.sort(key=lambda r: r[1])
     scale = max((r[2] + r[3] for r in rows if not r[0].startswith("approval")), default=1.0) or 1.0
-    out = ["<table><tr><th>step</th><th>ms</th><th style='width:50%'>waterfall</th><th>detail</th></tr>"]
+    out = ["<table><tr><th>step</th><th>ms</th><th class='wide'>waterfall</th><th>detail</th></tr>"]
     for name, _start, first, rest, detail in rows:
         human = name.startswith("approval")
         a, b = first / scale * 100, rest / scale * 100
         bar = ("<i>human time, not latency</i>" if human else
                f"<svg width='100%' height='12'><rect width='{a:.1f}%' height='12' fill='#7ec8e3'/>"
                f"<rect x='{a:.1f}%' width='{b:.1f}%' height='12' fill='#f58ab0'/></svg>")
-        out.append(f"<tr><td>{escape(name)}</td><td>{first + rest:,.0f}</td><td>{bar}</td>"
-                   f"<td>{escape(detail)}</td></tr>")
+        out.append(f"<tr><td>{_cell(name)}</td><td>{first + rest:,.0f}</td><td>{bar}</td>"
+                   f"<td>{_cell(detail)}</td></tr>")
     out.append("</table><p>blue: time to first token · pink: the rest of the call or the tool's run</p>")
     return "".join(out)
 
@@ -191,8 +208,8 @@ def thread(owner: str, thread_id: str, messages: list[StoredMessage], trace: dic
     for m in messages:
         body = json.dumps(m.content, indent=2, ensure_ascii=False)
         flag = " (incomplete)" if m.incomplete else ""
-        items.append(f"<div class='card'><b>{escape(m.role)}{flag}</b><pre>{escape(body)}</pre></div>")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Thread {escape(thread_id)}</title>
-<style>{STYLE}</style></head><body><header><b>Thread inspector (read-only)</b><span>{escape(owner)} ·
-{escape(thread_id)}</span><a href="/operator">console</a></header><main>
+        items.append(f"<div class='card'><b>{_cell(m.role)}{flag}</b><pre>{escape(reveal_block(body))}</pre></div>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Thread {_cell(thread_id)}</title>
+<style>{STYLE}</style></head><body><header><b>Thread inspector (read-only)</b><span>{_cell(owner)} ·
+{_cell(thread_id)}</span><a href="/operator">console</a></header><main>
 <h2>Trace</h2>{_waterfall(trace)}<h2>Messages (as the model sees them)</h2>{"".join(items)}</main></body></html>"""

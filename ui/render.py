@@ -26,6 +26,8 @@ from agent.events import (
 )
 from store.values import Approval
 from ui import cards
+from ui.safe_markdown import StreamSanitizer, sanitize
+from ui.safe_text import reveal_line
 from ui.streaming import DeltaBatcher
 
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
@@ -51,6 +53,7 @@ class ChatRenderer:
         self._preview = preview or (lambda a: None)
         self._msg: cl.Message | None = None
         self._batcher: DeltaBatcher | None = None
+        self._clean = StreamSanitizer()
         self._steps: dict[str, cl.Step] = {}
         self.cards = cards if cards is not None else {}
 
@@ -58,8 +61,9 @@ class ChatRenderer:
         match event:
             case TextDelta(text=text):
                 if self._msg is None:
-                    msg = self._msg = cl.Message(content="")
-                    self._batcher = DeltaBatcher(msg.stream_token, interval_s=STREAM_INTERVAL_S)
+                    self._msg = cl.Message(content="")
+                    self._clean = StreamSanitizer()
+                    self._batcher = DeltaBatcher(self._stream_clean, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
                 await self._batcher.add(text)
             case AssistantMessageDone():
@@ -67,8 +71,8 @@ class ChatRenderer:
             case AnswerKept(text=text):
                 await self._keep_step(text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
-                step = cl.Step(name=name, type="tool", show_input="json")
-                step.input = args
+                step = cl.Step(name=reveal_line(name), type="tool", show_input="json")
+                step.input = cards.tool_input(args)
                 self._steps[tid] = step
                 await step.send()
             case ToolFinished(tool_use_id=tid, output=output, is_error=is_error):
@@ -92,7 +96,7 @@ class ChatRenderer:
                 if a.decided_via == "always":
                     stop = cl.Action(name=STOP_ALWAYS, payload={"thread_id": a.thread_id, "tool": a.tool},
                                      label=f"Stop auto-approving {a.tool}")
-                    await cl.Message(content=f"`{a.tool}` runs without asking in this thread.", actions=[stop]).send()
+                    await cl.Message(content=cards.always_on_text(a.tool), actions=[stop]).send()
             case ContextCompressed(messages_summarised=n, tokens_before=before, tokens_after=after):
                 await self._end_message()
                 async with cl.Step(name="context compressed", type="tool", show_input=False) as step:
@@ -115,14 +119,22 @@ class ChatRenderer:
         if layer is None or self._msg is None:
             return
         step = self._msg.to_dict()
-        step["output"] = text + INCOMPLETE_MARK
+        step["output"] = sanitize(text) + INCOMPLETE_MARK
         step["createdAt"] = step.get("createdAt") or datetime.now(UTC).isoformat()
         await layer.update_step(step)
+
+    async def _stream_clean(self, chunk: str) -> None:
+        """The browser appends deltas: send only sanitised text, never half an image (ui/safe_markdown.py)."""
+        text, replace = self._clean.feed(chunk)
+        if self._msg is not None and (text or replace):
+            await self._msg.stream_token(text, is_sequence=replace)
 
     async def _end_message(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
         if self._msg is not None:
+            self._clean.finish()
+            self._msg.content = self._clean.sent  # the whole answer, sanitised, replaces what streamed
             await self._msg.send()
         self._msg, self._batcher = None, None
 
