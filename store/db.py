@@ -27,8 +27,8 @@ from store import (
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
     search,
 )
-from store.limits import StoreLimits
 from store.filemodes import create_private_file, secure_data_dir
+from store.limits import StoreLimits
 
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
