@@ -227,15 +227,15 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
     pending = [p for p in plan if p[0]["id"] not in results]
     # Side effects and egress calls that are not card-free go through the gate; decided before anything runs.
     gated = egress.batch_needs_cards(pending, tainted_before=tainted, typed=egress.typed_urls(b.user_texts))
-    readonly = [p for p in pending if p[0]["id"] not in gated]
+    ungated = [p for p in pending if p[0]["id"] not in gated]
     effects = [p for p in pending if p[0]["id"] in gated]
     if superseded:
-        for use, _tool, _args in readonly:
+        for use, _tool, _args in ungated:
             results[use["id"]] = _result(use["id"], f"Not executed: the {SUPERSEDED}.", True)
-        readonly = []
-    # Read-only calls first (together), so a card lists what they brought into the context.
+        ungated = []
+    # Ungated calls first (together), so a card lists what they brought into the context.
     async with asyncio.TaskGroup() as tg:
-        ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
+        ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in ungated}
     await _describe_egress(b, effects)
     async with asyncio.TaskGroup() as tg:
         gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}
