@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import time
 
 from agent.events import Notice, UsageReport
@@ -12,6 +13,12 @@ from tools import ToolError, Workspace
 
 DISPLAY_OUTPUT_CHARS = 2_000
 DIFF_LINES = 40
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _plain(text: str) -> str:
+    """Our own plain sentence, shown literally: `read_file:notes/x` must not become a `:notes` directive."""
+    return _MD_PUNCT.sub(r"\\\1", text)
 
 
 def write_diff(workspace: Workspace, args: dict[str, object]) -> str:
@@ -34,7 +41,7 @@ def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: 
               diff: str | None = None, always_suspended: bool = False) -> str:
     now = time.time() if now is None else now
     args = json.dumps(a.args, indent=2, sort_keys=True, ensure_ascii=False)
-    lines = [f"**Approval needed: `{a.tool}`**", f"Risk: {a.risk or 'changes something outside the chat.'}",
+    lines = [f"**Approval needed: `{a.tool}`**", f"Risk: {_plain(a.risk or 'changes something outside the chat.')}",
              _fence(args, "json")]
     if diff is not None:
         shown = diff.splitlines()
