@@ -54,6 +54,17 @@ def user_texts(messages: Sequence[StoredMessage]) -> tuple[str, ...]:
         for b in m.content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
 
 
+def results_in_history(messages: Sequence[StoredMessage], *, trusted_tools: frozenset[str]) -> bool:
+    """True if any tool result in the stored messages came from a tool whose output is untrusted (or unknown).
+
+    A second witness next to the tool-call records: taint must survive even if those records are gone."""
+    names = {b.get("id"): b.get("name") for m in messages if m.role == "assistant" and isinstance(m.content, list)
+             for b in m.content if isinstance(b, dict) and b.get("type") == "tool_use"}
+    return any(names.get(b.get("tool_use_id")) not in trusted_tools
+               for m in messages if m.role == "user" and isinstance(m.content, list)
+               for b in m.content if isinstance(b, dict) and b.get("type") == "tool_result")
+
+
 def typed_urls(texts: Iterable[str]) -> frozenset[str]:
     """Every URL the user typed, as typed and without trailing punctuation ("see http://x/a." -> .../a)."""
     found: set[str] = set()

@@ -64,6 +64,7 @@ class Agent:
         self.deps = deps
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.deadlines = Deadlines(self.resume)
+        self._trusted_tools = frozenset(t.name for t in deps.registry if t.trusted_output)
         # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
         # that tools + system clear the model's minimum cacheable prefix.
         self.context = ModelContext(db=deps.db, settings=deps.settings, model=deps.model, budget=deps.budget,
@@ -173,7 +174,8 @@ class Agent:
             approver=approver, emit=lambda e: safe_emit(emit, e),
             approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
-            turn_id=turn.id, user_texts=egress.user_texts(messages))
+            turn_id=turn.id, user_texts=egress.user_texts(messages),
+            history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools))
         results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
         if results is None:
             self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending),

@@ -50,6 +50,7 @@ class ToolBatch:
     turn_id: str = ""
     untrusted_sources: list[str] = field(default_factory=list)
     user_texts: tuple[str, ...] = ()  # what the user typed in this thread: the only card-free egress addresses
+    history_tainted: bool = True  # an untrusted tool result is in the stored messages (unknown: assume so)
     risks: dict[str, str] = field(default_factory=dict)  # tool_use id -> the card's risk line, when not tool.risk
     stop_turn: bool = False  # set when the batch was superseded by a new user message
     pending: list[Approval] = field(default_factory=list)  # undecided: the batch suspends
@@ -207,7 +208,7 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
     """The tool_result blocks for `uses`, in order; None while an approval is pending (suspended)."""
     done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
     # Taint is per thread: anything a tool brought into this context earlier is still in it.
-    tainted = _taint_from_store(b, done)
+    tainted = _taint_from_store(b, done) or b.history_tainted
     results: dict[str, dict[str, Any]] = {}
     plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
     for use in uses:
@@ -227,15 +228,15 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
     pending = [p for p in plan if p[0]["id"] not in results]
     # Side effects and egress calls that are not card-free go through the gate; decided before anything runs.
     gated = egress.batch_needs_cards(pending, tainted_before=tainted, typed=egress.typed_urls(b.user_texts))
-    readonly = [p for p in pending if p[0]["id"] not in gated]
+    ungated = [p for p in pending if p[0]["id"] not in gated]
     effects = [p for p in pending if p[0]["id"] in gated]
     if superseded:
-        for use, _tool, _args in readonly:
+        for use, _tool, _args in ungated:
             results[use["id"]] = _result(use["id"], f"Not executed: the {SUPERSEDED}.", True)
-        readonly = []
-    # Read-only calls first (together), so a card lists what they brought into the context.
+        ungated = []
+    # Ungated calls first (together), so a card lists what they brought into the context.
     async with asyncio.TaskGroup() as tg:
-        ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in readonly}
+        ro_tasks = {u["id"]: tg.create_task(_execute(b, u, t, a)) for u, t, a in ungated}
     await _describe_egress(b, effects)
     async with asyncio.TaskGroup() as tg:
         gates = {u["id"]: tg.create_task(_gate(b, u, t, a)) for u, t, a in effects}

@@ -51,3 +51,13 @@ def test_long_diffs_are_cut_with_a_count() -> None:
 def test_operator_route_says_who_decides_and_expired_cards_say_so() -> None:
     assert "Waiting for an operator" in cards.card_text(approval(route="operator"), now=0.0)
     assert "Expired." in cards.card_text(approval(), now=601.0)
+
+
+def test_risk_line_is_shown_literally() -> None:
+    """The egress line names sources such as `read_file:notes/x`; unescaped, the chat's markdown turns `:notes`
+    into an empty directive element (seen in the browser) and would honour any other markdown."""
+    risk = "Sends a request to 127.0.0.1:8123. Query d=: contains text from read_file:notes/secret.txt."
+    text = cards.card_text(approval(tool="fetch_url", args={"url": "http://127.0.0.1:8123/c?d=x"}, risk=risk), now=0)
+    line = next(line for line in text.split("\n\n") if line.startswith("Risk: "))
+    assert line == ("Risk: Sends a request to 127\\.0\\.0\\.1\\:8123\\. Query d\\=\\: contains text from "
+                    "read\\_file\\:notes\\/secret\\.txt\\.")

@@ -363,6 +363,24 @@ async def test_unknown_tool_in_the_store_taints(make_case: Any, listener: Listen
     assert [a.tool for a in approver.asked] == ["fetch_url"]
 
 
+async def test_tool_results_in_the_messages_taint_without_call_records(make_case: Any, listener: Listener) -> None:
+    """Taint has two witnesses: if the tool-call records of a thread were gone, its stored messages still count."""
+    url = listener.url("/typed")
+    c = await make_case([call("fetch_url", url=url), DONE])
+    for role, content in (
+        ("user", [{"type": "text", "text": f"read {SECRET_FILE}"}]),
+        ("assistant", [{"type": "tool_use", "id": "toolu_gone", "name": "read_file", "input": {"path": SECRET_FILE}}]),
+        ("user", [{"type": "tool_result", "tool_use_id": "toolu_gone", "content": SECRET}]),
+        ("assistant", [{"type": "text", "text": "Read it."}]),
+    ):
+        await thread_store.append_message(c.db, owner="alice", thread_id=c.thread_id, role=role, content=content)
+    assert await approval_store.tool_outcomes(c.db, owner="alice", thread_id=c.thread_id) == {}
+    approver = reject()
+    await c.turn(f"fetch {url}", approver)
+    no_click(c)
+    assert [a.tool for a in approver.asked] == ["fetch_url"]
+
+
 # -- what the user typed -----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from agent.egress import Source, batch_needs_cards, card_free, risk_text, typed_urls, url_parts
+from agent.egress import Source, batch_needs_cards, card_free, results_in_history, risk_text, typed_urls, url_parts
+from store.values import StoredMessage
 from tools import ToolContext, default_registry, tool
 
 FETCH = default_registry().get("fetch_url")
@@ -94,3 +95,17 @@ async def test_a_future_egress_tool_with_other_arguments_always_asks() -> None:
     assert batch_needs_cards([call], tainted_before=False, typed=typed) == {"p"}
     text = risk_text(post_message, call[2], typed=["post to http://a.test/hook"], sources=[])
     assert text.startswith("Sends a request to a.test; ") and "Argument body: not typed by you" in text
+
+
+def test_results_in_history() -> None:
+    def msg(role: str, *blocks: dict[str, object]) -> StoredMessage:
+        return StoredMessage(seq=0, role=role, content=list(blocks), incomplete=False, created_at=0.0)
+
+    use = {"type": "tool_use", "id": "u1", "name": "write_file", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "u1", "content": "Wrote it."}
+    trusted = frozenset({"write_file"})
+    assert not results_in_history([msg("user", {"type": "text", "text": "hi"}), msg("assistant", use),
+                                   msg("user", result)], trusted_tools=trusted)
+    assert results_in_history([msg("assistant", {**use, "name": "read_file"}), msg("user", result)],
+                              trusted_tools=trusted)
+    assert results_in_history([msg("user", {**result, "tool_use_id": "orphan"})], trusted_tools=trusted)
