@@ -14,7 +14,7 @@ from chainlit.config import config as chainlit_config  # noqa: E402
 from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
-from ui import chat, loop_monitor, operator  # noqa: E402
+from ui import chat, client_steps, loop_monitor, operator  # noqa: E402
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
@@ -23,6 +23,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 restrict_origins(chainlit_config.project.allow_origins)
 drop_constructor_sleep()
 operator.install(chainlit_app)
+client_steps.install()  # steps a client writes are bounded like user messages (ui/datalayer.py)
 
 
 @cl.on_app_startup
