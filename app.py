@@ -23,7 +23,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 restrict_origins(chainlit_config.project.allow_origins)
 drop_constructor_sleep()
 operator.install(chainlit_app)
-client_steps.install()  # steps a client writes are bounded like user messages (ui/datalayer.py)
+client_steps.install(chainlit_app)  # steps a client writes are bounded like user messages (ui/datalayer.py)
 
 
 @cl.on_app_startup

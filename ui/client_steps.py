@@ -1,7 +1,10 @@
 """Which steps a socket client wrote. A client picks its step's type, name and metadata, so the type cannot
 say whose text a step holds; the id can: every step a client sends enters through the emitter's
 `process_message` (the chat box, answers to AskUserMessage) or the `edit_message` event, and we note its id
-there, before chainlit persists it. The data layer bounds those steps by the user-message limit."""
+there, before chainlit persists it. The data layer bounds those steps by the user-message limit.
+
+Uploads: the app reads none, and chainlit reads a whole upload into memory before checking that uploads are
+on, so `/project/file` is refused here before its body is read."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from chainlit.config import config
 from chainlit.context import context
 from chainlit.emitter import ChainlitEmitter
 from chainlit.server import sio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 log = logging.getLogger("tollgate.history")
 _ids: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # per websocket session
@@ -33,7 +38,14 @@ def from_client(step_id: str) -> bool:
     return step_id in _ids.get(session, ())
 
 
-def install() -> None:
+async def _uploads_off() -> JSONResponse:
+    return JSONResponse({"detail": "file uploads are off"}, status_code=403)
+
+
+def install(app: FastAPI) -> None:
+    if not config.features.spontaneous_file_upload or not config.features.spontaneous_file_upload.enabled:
+        app.router.add_api_route("/project/file", _uploads_off, methods=["POST"])
+        app.router.routes.insert(0, app.router.routes.pop())  # before chainlit's own route
     original = ChainlitEmitter.process_message
 
     async def process_message(self: ChainlitEmitter, payload: Any) -> Any:

@@ -169,3 +169,15 @@ async def test_the_budget_editor_refuses_bad_amounts_with_a_400_naming_the_field
         r = await http.post("/operator/api/budgets/bob", json={"daily_usd": "2"})  # a field missing
         assert r.status_code == 400 and r.json()["detail"].startswith("monthly_usd:")
         assert await budgets() == before  # nothing changed
+
+
+async def test_uploads_are_refused_before_their_body_is_read(server: Server) -> None:
+    alice = Chat(server.url, "alice")
+    await alice.login()
+    await alice.connect()
+    async with httpx.AsyncClient(base_url=server.url, cookies=alice.cookies) as http:
+        r = await http.post("/project/file", params={"session_id": alice.session_id},
+                            files={"file": ("big.bin", b"\0" * 5_000_000, "application/octet-stream")})
+    assert r.status_code == 403 and r.json()["detail"] == "file uploads are off"
+    assert not any(server.data_dir.parent.rglob("big.bin"))
+    await alice.close()
