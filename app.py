@@ -15,7 +15,7 @@ from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 from fastapi import Request, Response  # noqa: E402
 
-from ui import chat, loop_monitor, operator, operator_page, security_headers  # noqa: E402
+from ui import chat, client_steps, loop_monitor, operator, operator_page, security_headers  # noqa: E402
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.doors import guard_doors  # noqa: E402
@@ -28,6 +28,7 @@ drop_constructor_sleep()
 operator.install(chainlit_app)
 guard_doors(chainlit_app)
 security_headers.install(chainlit_app, extra_inline_scripts=operator_page.INLINE_SCRIPTS)  # CSP on every response
+client_steps.install(chainlit_app)  # steps a client writes are bounded like user messages (ui/datalayer.py)
 
 
 @cl.on_app_startup

@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(default=20_000, ge=100)
     # Per-user storage limits, checked before anything is stored (README "Records and quotas").
     max_user_message_chars: int = Field(default=20_000, ge=1)  # a user's message, also as chainlit persists it
-    max_step_chars: int = Field(default=100_000, ge=1_000)  # any other persisted chat step (answer, tool step)
+    # Any step the server persists (answer, tool step, card): a card shows a whole write's diff, and a tool
+    # step its arguments, so this covers the largest write (256 KiB) twice over.
+    max_step_chars: int = Field(default=1_000_000, ge=1_000)
     max_threads_per_user: int = Field(default=1_000, ge=1)  # live (not deleted) threads
     workspace_max_bytes: int = Field(default=20_000_000, ge=0)  # all of a user's workspace files together
     workspace_max_files: int = Field(default=1_000, ge=0)

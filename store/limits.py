@@ -10,9 +10,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StoreLimits:
     max_threads_per_user: int | None = None  # live (not deleted) threads one user may hold
-    max_message_chars: int | None = None  # a user's message as chainlit persists it (a `user_message` step)
-    max_step_chars: int | None = None  # any other step (assistant text, tool step, card): what a socket client
-    # could forge with another type
+    max_message_chars: int | None = None  # a step a client wrote (its message), and the message in the
+    # `on_message` run step chainlit wraps around the handler
+    max_step_chars: int | None = None  # any step, all its text fields together (answers, tool steps, cards)
+    max_client_extra_chars: int = 1_000  # a client step's name, metadata and language together
 
 
 class LimitExceeded(Exception):
@@ -20,5 +21,5 @@ class LimitExceeded(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "threads" | "message_chars" | "step_chars"
+        self.kind = kind  # "threads" | "message_chars" | "step_chars" | "run_input" (the run step: silent)
         self.message = message

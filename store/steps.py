@@ -24,16 +24,29 @@ _STEP_THREAD = select(UI_STEPS.c.thread_id).where(UI_STEPS.c.id == bindparam("p_
 _SIZED = ("name", "input", "output", "show_input", "language", "metadata_json")  # what a client can fill
 
 
-def _check_size(db: Database, values: dict[str, Any]) -> None:
-    """Before anything is written: a user's message within the message limit, any other step (a socket
-    client can send any type) within the step limit."""
-    size = sum(len(v) for k in _SIZED if isinstance(v := values.get(k), str))
-    user_message = values.get("type") == "user_message"
-    limit = db.limits.max_message_chars if user_message else db.limits.max_step_chars
-    if limit is not None and size > limit:
-        what = "Your message" if user_message else "This step"
-        raise LimitExceeded("message_chars" if user_message else "step_chars",
-                            f"{what} is {size:,} characters; the limit is {limit:,}. It was not saved.")
+def _check_size(db: Database, values: dict[str, Any], *, from_client: bool) -> None:
+    """Before anything is written. A client's step (whatever type it claims; `user_message` always) holds the
+    user's message: its text within the message limit, its other fields small. Chainlit's `on_message` run
+    step repeats that message as its input: the same limit. Every step within the step limit."""
+    limits = db.limits
+    sized = {k: v for k in _SIZED if isinstance(v := values.get(k), str)}
+    if limits.max_message_chars is not None:
+        if from_client or values.get("type") == "user_message":
+            text = len(sized.get("output", ""))
+            if text > limits.max_message_chars:
+                raise LimitExceeded("message_chars", f"Your message is {text:,} characters; the limit is "
+                                                     f"{limits.max_message_chars:,}. It was not saved.")
+            extra = sum(len(v) for k, v in sized.items() if k != "output")
+            if extra > limits.max_client_extra_chars:
+                raise LimitExceeded("message_chars", f"Your message's name and metadata are {extra:,} characters; "
+                                                     f"the limit is {limits.max_client_extra_chars:,}. "
+                                                     "It was not saved.")
+        if values.get("type") == "run" and len(sized.get("input", "")) > limits.max_message_chars:
+            raise LimitExceeded("run_input", "the on_message step repeats a message over the limit")
+    total = sum(len(v) for v in sized.values())
+    if limits.max_step_chars is not None and total > limits.max_step_chars:
+        raise LimitExceeded("step_chars", f"This step is {total:,} characters; the limit is "
+                                          f"{limits.max_step_chars:,}. It was not saved.")
 
 
 @functools.cache
@@ -46,11 +59,12 @@ def _writes(fields: tuple[str, ...]) -> tuple[Insert, Update]:
             update(UI_STEPS).where(UI_STEPS.c.id == bindparam("p_id")).values(**binds))
 
 
-async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any]) -> bool:
+async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any],
+                      from_client: bool = False) -> bool:
     """Create or update a step, creating the owner's thread on first use (chainlit sends steps before
     any thread exists). False, and nothing written, if the thread belongs to someone else or was deleted;
     LimitExceeded, and nothing written, over a size or thread limit."""
-    _check_size(db, values)
+    _check_size(db, values, from_client=from_client)
     fields = tuple(k for k in _FIELDS if k in values)
     create, change = _writes(fields)
     params = {"p_id": step_id, **{f"p_{k}": values[k] for k in fields}}

@@ -45,24 +45,34 @@ async def test_oversized_steps_are_refused_before_anything_is_stored(db):
     db.limits = StoreLimits(max_message_chars=100, max_step_chars=1_000)
     with pytest.raises(LimitExceeded, match="Your message is 101 characters; the limit is 100") as refused:
         await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-1",
-                                     values={"type": "user_message", "output": "x" * 101})
+                                     values={"type": "user_message", "output": "x" * 101, "name": "alice"})
     assert refused.value.kind == "message_chars"
     assert await thread_store.owner_of(db, thread_id="t-1") is None  # not even the thread was created
-    # a socket client picks its step's type and metadata: any type is bounded, every field counts
+    # a socket client picks its step's type, name and metadata: whatever it claims, its step is a message
+    for values, message in (({"type": "assistant_message", "output": "x" * 101}, "Your message is 101"),
+                            ({"type": "run", "output": "ok", "metadata_json": "z" * 1_001}, "name and metadata")):
+        with pytest.raises(LimitExceeded, match=message):
+            await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-2", values=values,
+                                         from_client=True)
+    # chainlit's on_message run step repeats the message as its input
+    with pytest.raises(LimitExceeded) as refused:
+        await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-run",
+                                     values={"type": "run", "name": "on_message", "input": "x" * 101})
+    assert refused.value.kind == "run_input"
+    # the server's own steps: bounded by the step limit, every field counts
     for values in ({"type": "assistant_message", "output": "x" * 1_001},
-                   {"type": "run", "input": "x" * 600, "output": "y" * 401},
-                   {"type": "assistant_message", "output": "ok", "metadata_json": '{"pad": "' + "z" * 1_000 + '"}'}):
-        with pytest.raises(LimitExceeded, match="the limit is 1,000"):
-            await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-2", values=values)
+                   {"type": "tool", "input": "x" * 600, "output": "y" * 401}):
+        with pytest.raises(LimitExceeded, match="This step is 1,001 characters; the limit is 1,000"):
+            await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-3", values=values)
     assert await thread_store.owner_of(db, thread_id="t-1") is None
     # within the limit: stored; an oversized update leaves the stored step as it was
-    assert await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-3",
+    assert await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-4",
                                         values={"type": "user_message", "output": "x" * 100})
     with pytest.raises(LimitExceeded):
-        await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-3",
-                                     values={"type": "user_message", "output": "x" * 5_000})
+        await step_store.upsert_step(db, owner="alice", thread_id="t-1", step_id="s-4",
+                                     values={"type": "assistant_message", "output": "x" * 5_000}, from_client=True)
     [step] = await step_store.list_steps(db, owner="alice", thread_id="t-1")
-    assert step["output"] == "x" * 100
+    assert step["output"] == "x" * 100 and step["type"] == "user_message"
 
 
 async def test_80_writes_of_250kb_in_one_batch_stop_at_the_default_quota(make_harness):

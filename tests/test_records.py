@@ -4,19 +4,27 @@ retention period removes them, and the purge itself is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+from sqlalchemy import update
 
+import cli
 from agent.approvals import DeferredApprover
+from agent.config import Settings
 from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import audit, records
 from store import steps as step_store
 from store import threads as thread_store
 from store import usage as usage_store
+from store import users as user_store
+from store.db import Database
+from store.models import THREAD_DELETIONS
 from store.threads import NotFound
 from tests.conftest import Recorder
+from ui.runtime import build_runtime
 
 WRITE = Reply(blocks=(ToolUseBlock("write_file", {"path": "notes/plan.txt", "content": "the plan"}),),
               stop_reason="tool_use")
@@ -136,3 +144,57 @@ async def test_purge_after_retention_removes_the_records_keeps_spend_and_is_logg
     assert [(p.by, p.threads) for p in await records.purges(h.db)] == [("cli", 1), ("cli", 0)]
     with pytest.raises(ValueError):
         await records.purge_deleted(h.db, older_than_days=-1, by="cli")
+
+
+async def _old_deleted_thread(data_dir, days_ago: float) -> str:
+    db = Database.for_data_dir(data_dir)
+    await db.create_schema()
+    if await user_store.get_user(db, name="carol") is None:
+        await user_store.add_user(db, name="carol", password="carol-correct-horse-battery")
+    tid = (await thread_store.create_thread(db, owner="carol", title="old")).id
+    await thread_store.delete_thread(db, owner="carol", thread_id=tid)
+    stmt = update(THREAD_DELETIONS).where(THREAD_DELETIONS.c.thread_id == tid)
+    await db.transact(lambda conn: conn.execute(stmt.values(deleted_at=time.time() - days_ago * DAY)))
+    await db.close()
+    return tid
+
+
+async def _purges(data_dir) -> list[tuple[str, int]]:
+    db = Database.for_data_dir(data_dir)
+    try:
+        return [(p.by, p.threads) for p in await records.purges(db)]
+    finally:
+        await db.close()
+
+
+def test_tollgate_db_purge_uses_the_retention_setting(tmp_path, monkeypatch, capsys):
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("TOLLGATE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("TOLLGATE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TOLLGATE_RETENTION_DAYS", raising=False)
+    asyncio.run(_old_deleted_thread(data_dir, days_ago=40))
+    asyncio.run(_old_deleted_thread(data_dir, days_ago=10))
+    assert cli.main(["db", "purge"]) == 1  # keep forever unless told otherwise
+    assert "no retention period" in capsys.readouterr().err
+    monkeypatch.setenv("TOLLGATE_RETENTION_DAYS", "30")
+    assert cli.main(["db", "purge"]) == 0
+    assert "purged 1 threads deleted over 30 days ago" in capsys.readouterr().out
+    assert cli.main(["db", "purge", "--older-than-days", "5"]) == 0
+    assert "purged 1 threads" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["db", "purge", "--older-than-days", "-1"])
+    assert asyncio.run(_purges(data_dir)) == [("cli", 1), ("cli", 1)]
+
+
+async def test_start_up_purges_past_retention_and_sets_the_limits(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    data_dir = tmp_path / "data"
+    await _old_deleted_thread(data_dir, days_ago=8)
+    kept = await _old_deleted_thread(data_dir, days_ago=1)
+    rt = await build_runtime(Settings(data_dir=data_dir, retention_days=7, max_threads_per_user=5))
+    try:
+        assert [(p.by, p.threads) for p in await records.purges(rt.db)] == [("startup", 1)]
+        assert await thread_store.owner_and_deletion(rt.db, thread_id=kept) is not None
+        assert rt.db.limits.max_threads_per_user == 5 and rt.db.limits.max_message_chars == 20_000
+    finally:
+        await rt.close()

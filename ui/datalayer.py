@@ -26,6 +26,7 @@ from store import users as user_store
 from store.db import Database
 from store.limits import LimitExceeded
 from store.threads import NotFound
+from ui.client_steps import from_client
 from ui.runtime import Runtime
 from ui.safe_text import reveal_line
 
@@ -145,11 +146,11 @@ class StoreDataLayer(BaseDataLayer):
                   "language": s.get("language"), "metadata_json": json.dumps(s.get("metadata") or {})}
         try:
             if not await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
-                                                values=values):
+                                                values=values, from_client=from_client(s["id"])):
                 log.warning("refused a write by %s to a thread owned by someone else or deleted", owner)
         except LimitExceeded as e:  # nothing was stored; the user is told why (threads: on_message tells)
             log.warning("refused a step by %s: %s", owner, e.message)
-            if e.kind != "threads":
+            if e.kind in ("message_chars", "step_chars"):
                 await cl.ErrorMessage(content=e.message).send()
         except Exception:
             log.exception("history write failed for thread %s", thread_id)

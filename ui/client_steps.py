@@ -1,0 +1,69 @@
+"""Which steps a socket client wrote. A client picks its step's type, name and metadata, so the type cannot
+say whose text a step holds; the id can: every step a client sends enters through the emitter's
+`process_message` (the chat box, answers to AskUserMessage) or the `edit_message` event, and we note its id
+there, before chainlit persists it. The data layer bounds those steps by the user-message limit.
+
+Uploads: the app reads none, and chainlit reads a whole upload into memory before checking that uploads are
+on, so `/project/file` is refused here before its body is read."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from chainlit.config import config
+from chainlit.context import context
+from chainlit.emitter import ChainlitEmitter
+from chainlit.server import sio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("tollgate.history")
+_ids: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # per websocket session
+
+
+def _note(session: Any, payload: Any) -> None:
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if isinstance(message, dict) and isinstance(message.get("id"), str):
+        _ids.setdefault(session, set()).add(message["id"])
+
+
+def from_client(step_id: str) -> bool:
+    """Inside a chainlit context: did this session's client send the step with this id?"""
+    try:
+        session = context.session
+    except Exception:  # no chainlit context
+        return False
+    return step_id in _ids.get(session, ())
+
+
+async def _uploads_off() -> JSONResponse:
+    return JSONResponse({"detail": "file uploads are off"}, status_code=403)
+
+
+def install(app: FastAPI) -> None:
+    if not config.features.spontaneous_file_upload or not config.features.spontaneous_file_upload.enabled:
+        app.router.add_api_route("/project/file", _uploads_off, methods=["POST"])
+        app.router.routes.insert(0, app.router.routes.pop())  # before chainlit's own route
+    original = ChainlitEmitter.process_message
+
+    async def process_message(self: ChainlitEmitter, payload: Any) -> Any:
+        _note(self.session, payload)  # before chainlit schedules the step's persistence
+        return await original(self, payload)
+
+    ChainlitEmitter.process_message = process_message  # type: ignore[method-assign]
+    handlers = sio.handlers["/"]
+    edit = handlers["edit_message"]
+
+    async def edit_message(sid: str, payload: Any) -> Any:
+        # Off in .chainlit/config.toml, yet chainlit's handler does not check: honour the setting.
+        if not config.features.edit_message:
+            log.warning("refused an edit_message event: editing is off")
+            return None
+        from chainlit.session import WebsocketSession
+
+        _note(WebsocketSession.require(sid), payload)
+        return await edit(sid, payload)
+
+    handlers["edit_message"] = edit_message
