@@ -79,3 +79,13 @@ def test_after_start_up_a_full_collection_no_longer_walks_the_start_up_heap(tmp_
     _, frozen, _, walked, _, young = out.stdout.split()
     assert int(frozen) > 100_000 and int(walked) < int(frozen) // 100, out.stdout
     assert int(young) >= 5_000  # young collections rarer, so full ones too
+
+
+def test_the_socket_registry_logout_reads_is_where_chainlit_2_12_keeps_it() -> None:
+    """ui/chainlit_compat.disconnect_sockets_of reads it: an upgrade that moves it must fail here, loudly."""
+    import chainlit.server
+    import chainlit.session
+
+    assert isinstance(chainlit.session.ws_sessions_sid, dict)
+    assert callable(chainlit.server.sio.disconnect)
+    assert "user" in chainlit.session.WebsocketSession.__init__.__code__.co_varnames

@@ -4,6 +4,7 @@ address is the TCP peer: X-Forwarded-For counts only from TOLLGATE_TRUSTED_PROXY
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -58,6 +59,21 @@ async def test_logout_revokes_a_copied_cookie(server: Server) -> None:
     fresh = await _logged_in(server, name)  # logging in again works at once
     assert await _cookie_works(server, fresh.token)
     assert await _socket_works(server, name, fresh.token)
+
+
+async def test_logout_closes_a_socket_opened_before_it(server: Server) -> None:
+    name = _user(server)
+    copied = (await _logged_in(server, name)).token
+    thief = Chat(server.url, name)
+    thief.token = copied
+    gone = asyncio.Event()
+    thief.sio.on("disconnect", lambda *_reason: gone.set())
+    assert await try_chat(thief, server.url, "websocket")
+    async with httpx.AsyncClient(base_url=server.url, cookies={"access_token": copied}) as http:
+        assert (await http.post("/logout")).status_code == 200
+    async with asyncio.timeout(20):
+        await gone.wait()
+    assert not thief.sio.connected
 
 
 async def test_page_load_with_a_revoked_cookie_drops_it(server: Server) -> None:
