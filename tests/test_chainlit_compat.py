@@ -79,3 +79,16 @@ def test_after_start_up_a_full_collection_no_longer_walks_the_start_up_heap(tmp_
     _, frozen, _, walked, _, young = out.stdout.split()
     assert int(frozen) > 100_000 and int(walked) < int(frozen) // 100, out.stdout
     assert int(young) >= 5_000  # young collections rarer, so full ones too
+
+
+def test_the_socket_registry_logout_reads_is_where_chainlit_2_12_keeps_it() -> None:
+    """ui/chainlit_compat.disconnect_sockets_of reads it: an upgrade that moves it must fail here, loudly.
+    In a subprocess: importing chainlit warns (pydantic), and warnings are errors in this suite."""
+    probe = ("import inspect, chainlit.server, chainlit.session\n"
+             "assert isinstance(chainlit.session.ws_sessions_sid, dict)\n"
+             "assert inspect.iscoroutinefunction(chainlit.server.sio.disconnect)\n"
+             "assert 'user' in inspect.signature(chainlit.session.WebsocketSession.__init__).parameters\n"
+             "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -30,3 +30,19 @@ def drop_constructor_sleep() -> None:
     # By module path: the package attribute `chainlit.step` is the @step decorator, not the module.
     for name in ("chainlit.message", "chainlit.step"):
         importlib.import_module(name).time = _TimeWithoutSleep()
+
+
+async def disconnect_sockets_of(user: str) -> int:
+    """Close every open chat socket of `user`: after logout, a socket opened earlier with a copied cookie
+    must not keep chatting (the handshake checks revocation; a live socket is never asked again).
+
+    The one place that reads chainlit's socket registry (`chainlit.session.ws_sessions_sid`, 2.12);
+    tests/test_chainlit_compat.py fails loudly if an upgrade moves it."""
+    from chainlit.server import sio
+    from chainlit.session import ws_sessions_sid
+
+    sids = [sid for sid, session in list(ws_sessions_sid.items())
+            if session.user is not None and session.user.identifier == user]
+    for sid in sids:
+        await sio.disconnect(sid)
+    return len(sids)

@@ -18,6 +18,7 @@ from store.threads import NotFound
 from store.values import Approval
 from ui import cards as ui_cards
 from ui import live, logins, sessions
+from ui.chainlit_compat import disconnect_sockets_of
 from ui.client_address import client_address
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
@@ -78,7 +79,9 @@ async def authenticate(username: str, password: str) -> cl.User | None:
 
 
 async def logout(token: str | None) -> None:
-    await sessions.end_sessions_of_token((await runtime()).db, token)
+    name = await sessions.end_sessions_of_token((await runtime()).db, token)
+    if name is not None:
+        await disconnect_sockets_of(name)
 
 
 def _user() -> str:

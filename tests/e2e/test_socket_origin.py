@@ -37,7 +37,7 @@ def victim(server: Server) -> str:
     return name
 
 
-async def _try(chat: Chat, origin: str | None, transport: str) -> bool:
+async def try_chat(chat: Chat, origin: str | None, transport: str) -> bool:
     """Connect and send one message; True when the server accepted the connection."""
     @chat.sio.on("*")
     async def record(event: str, data: Any = None) -> None:
@@ -66,7 +66,7 @@ async def test_foreign_origin_gets_no_socket(server: Server, db: Database, victi
     for origin in (foreign, "http://localhost:1", "null", server.url + ".evil.example"):
         chat = Chat(server.url, victim)
         await chat.login()
-        assert not await _try(chat, origin, transport), origin
+        assert not await try_chat(chat, origin, transport), origin
         assert chat.events == []
     assert await thread_store.list_threads(db, owner=victim) == []
 
@@ -76,7 +76,7 @@ async def test_own_origin_and_no_origin_still_chat(server: Server, db: Database,
     chat = Chat(server.url, victim)
     await chat.login()
     try:
-        assert await _try(chat, server.url if origin == "own" else None, "websocket")
+        assert await try_chat(chat, server.url if origin == "own" else None, "websocket")
         await chat.wait_for(re.compile("tollgate_approve"))
     finally:
         await chat.close()
