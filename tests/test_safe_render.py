@@ -19,7 +19,7 @@ from tools import Workspace
 from ui import cards
 from ui.safe_markdown import StreamSanitizer, pending_from, sanitize
 from ui.safe_text import code_span, fence, md_text, reveal_block, reveal_line
-from ui.security_headers import inline_scripts, policy, script_hash, without_off_origin_links
+from ui.security_headers import SecurityHeaders, inline_scripts, policy, script_hash, without_off_origin_links
 
 mdit = pytest.importorskip("markdown_it")
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +249,42 @@ def test_chainlit_index_served_without_off_origin_links_and_its_inline_scripts_h
                       "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'", "object-src 'none'"):
         assert directive in csp
     assert "unsafe-eval" not in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+
+
+async def test_the_middleware_adds_the_headers_to_every_http_response_and_leaves_sockets_alone() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/html"), (b"Content-Security-Policy", b"default-src *")]})
+            await send({"type": "http.response.body", "body": b"x"})
+        else:
+            await send({"type": "websocket.accept", "headers": []})
+
+    async def record(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def nothing() -> dict[str, Any]:
+        return {}
+
+    middleware = SecurityHeaders(app, csp=policy())
+    await middleware({"type": "http", "path": "/anything"}, nothing, record)
+    await middleware({"type": "websocket", "path": "/ws/socket.io/"}, nothing, record)
+    headers = {k.lower(): v for k, v in sent[0]["headers"]}
+    assert headers[b"content-security-policy"] == policy().encode()  # ours replaces any other
+    assert len([k for k, _ in sent[0]["headers"] if k.lower() == b"content-security-policy"]) == 1
+    assert headers[b"x-content-type-options"] == b"nosniff" and headers[b"referrer-policy"] == b"no-referrer"
+    assert sent[2] == {"type": "websocket.accept", "headers": []}
+
+
+def test_random_markdown_soup_never_renders_an_image() -> None:
+    rng = random.Random(13)
+    pieces = ["!", "[", "]", "(", ")", "<", ">", "\\", "`", "\n", "\n\n", " ", ":", "x", "http://e.example/i",
+              '"t"', "![", "](", "]:", "> ", "- ", "    ", "```", "*"]
+    raw_with_images = 0
+    for _ in range(2_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        raw_with_images += bool(images(text))
+        assert images(sanitize(text)) == [], text
+    assert raw_with_images >= 20  # the soup does make images when left alone (25 of 2,000)

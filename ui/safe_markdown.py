@@ -173,12 +173,18 @@ def _rewrite_inline(text: str) -> str:
     return "".join(out)
 
 
-def sanitize(text: str) -> str:
-    """Markdown that renders no image and shows every link's host (see the module rules)."""
+def _sanitize_paragraph(text: str) -> str:
     text = reveal_prose(text)
     text = _rewrite_inline(text)
     text = text.replace("![", "!\\[")
     return _REF_DEF.sub(lambda m: m.group(1) + "\\[", text)
+
+
+def sanitize(text: str) -> str:
+    """Markdown that renders no image and shows every link's host (see the module rules).
+    Each blank-line-separated part is done alone (no construct spans a blank line), so a stream
+    only redoes its last paragraph."""
+    return "\n\n".join(_sanitize_paragraph(part) for part in text.split("\n\n"))
 
 
 def pending_from(raw: str) -> int:
@@ -202,20 +208,26 @@ class StreamSanitizer:
         self.raw = ""
         self.sent = ""
         self.resends = 0
+        self._done = 0  # raw[:_done] ends at a blank line and is sanitised once, into _done_clean
+        self._done_clean = ""
 
-    def _step(self, stable: str) -> tuple[str, bool]:
-        clean = sanitize(stable)
+    def _step(self, stable: int) -> tuple[str, bool]:
+        cut = self.raw.rfind("\n\n", self._done, stable)
+        if cut >= 0:
+            self._done_clean += sanitize(self.raw[self._done:cut + 2])
+            self._done = cut + 2
+        clean = self._done_clean + sanitize(self.raw[self._done:stable])
         if clean.startswith(self.sent):
             delta, self.sent = clean[len(self.sent):], clean
             return delta, False
-        self.sent = clean
+        self.sent = clean  # a held part changed what was sent (rare): the browser gets it all again
         self.resends += 1
         return clean, True
 
     def feed(self, delta: str) -> tuple[str, bool]:
         """(text, replace): append `text`, or replace everything sent with it when `replace`."""
         self.raw += delta
-        return self._step(self.raw[:pending_from(self.raw)])
+        return self._step(pending_from(self.raw))
 
     def finish(self) -> tuple[str, bool]:
-        return self._step(self.raw)
+        return self._step(len(self.raw))

@@ -74,6 +74,7 @@ def script(origin: str) -> list[Reply]:
                       ToolUseBlock("write_file", {"path": "notes/d.md", "content": "`````\nchanged\n"}),
                       ToolUseBlock("write_file", {"path": f"notes/p{RLO}txt.exe\n\n{FAKE}\n\n", "content": "x"})),
               stop_reason="tool_use"),
+        Reply(blocks=(TextBlock(f"Understood ![after]({origin}/after-click) nothing changed."),)),
     ]
 
 
@@ -162,6 +163,11 @@ def test_hostile_content_in_every_place_loads_nothing_from_elsewhere(
     assert remote_images(console.page, hostile) == []
     assert "default-src 'self'" in console.page.request.get(hostile.url + "/operator").headers[
         "content-security-policy"]
+
+    rejects = page.get_by_role("button", name="Reject", exact=True)
+    rejects.nth(1).click()  # decide both cards with a click: the turn goes on, its answer is sanitised too
+    rejects.nth(0).click()
+    expect(page.get_by_text("image not loaded: after").first).to_be_visible()
 
     page.reload()  # the resumed thread: history from the store, rendered again
     expect(page.get_by_text("image not loaded: chart").first).to_be_visible()
