@@ -51,6 +51,7 @@ class ToolBatch:
     untrusted_sources: list[str] = field(default_factory=list)
     user_texts: tuple[str, ...] = ()  # what the user typed in this thread: the only card-free egress addresses
     history_tainted: bool = True  # an untrusted tool result is in the stored messages (unknown: assume so)
+    tainted: bool = False  # any witness of untrusted content, incl. calls that never finished (set per batch)
     risks: dict[str, str] = field(default_factory=dict)  # tool_use id -> the card's risk line, when not tool.risk
     stop_turn: bool = False  # set when the batch was superseded by a new user message
     pending: list[Approval] = field(default_factory=list)  # undecided: the batch suspends
@@ -121,7 +122,7 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
         route=b.route_for(tool, args), timeout_s=b.approval_timeout_s)
     always = (a.status == "pending" and a.route == "user" and not tool.high_risk
               and tool.name in await approval_store.always_approved(b.db, owner=b.owner, thread_id=b.thread_id))
-    if always and not b.untrusted_sources:  # the user's standing choice; taint suspends it (below)
+    if always and not b.untrusted_sources and not b.tainted:  # the user's standing choice; taint suspends it
         await approval_store.decide(b.db, approval_id=a.id, decision="approved", decided_by=b.owner, via="always",
                                     reason=None)
     elif a.status == "pending" and a.expires_at > time.time():
@@ -208,7 +209,7 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
     """The tool_result blocks for `uses`, in order; None while an approval is pending (suspended)."""
     done: dict[str, ToolOutcome] = await approval_store.tool_outcomes(b.db, owner=b.owner, thread_id=b.thread_id)
     # Taint is per thread: anything a tool brought into this context earlier is still in it.
-    tainted = _taint_from_store(b, done) or b.history_tainted
+    b.tainted = _taint_from_store(b, done) or b.history_tainted
     results: dict[str, dict[str, Any]] = {}
     plan: list[tuple[dict[str, Any], Tool, dict[str, Any]]] = []
     for use in uses:
@@ -227,7 +228,7 @@ async def run_tool_uses(b: ToolBatch, uses: list[dict[str, Any]], *,
                 results[tid] = _result(tid, f"Invalid arguments for {tool.name}: {e}. {_NOT_RUN}", True)
     pending = [p for p in plan if p[0]["id"] not in results]
     # Side effects and egress calls that are not card-free go through the gate; decided before anything runs.
-    gated = egress.batch_needs_cards(pending, tainted_before=tainted, typed=egress.typed_urls(b.user_texts))
+    gated = egress.batch_needs_cards(pending, tainted_before=b.tainted, typed=egress.typed_urls(b.user_texts))
     ungated = [p for p in pending if p[0]["id"] not in gated]
     effects = [p for p in pending if p[0]["id"] in gated]
     if superseded:
