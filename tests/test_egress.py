@@ -128,7 +128,7 @@ def mod_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 async def mod_db(mod_settings: Settings) -> AsyncIterator[Database]:
     database = Database.for_data_dir(mod_settings.data_dir)
     await database.create_schema()
-    await user_store.add_user(database, name="alice", password="alice-pw")
+    await user_store.add_user(database, name="alice", password="correct horse")
     yield database
     await database.close()
 
