@@ -115,3 +115,18 @@ async def make_harness(db: Database, settings: Settings) -> AsyncIterator[Callab
         await client.close()
     for server in servers:
         server.stop()
+
+
+def figures_reporter(name: str, figures: dict[str, int]) -> Any:
+    """A module fixture that prints a suite's figures once its tests have run, whatever ran and in what order.
+
+    Every case asserts its own guarantee; the figures are the record (README), not a test of their own."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _report(request: pytest.FixtureRequest) -> Any:
+        yield
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and figures.get("cases"):
+            reporter.write_line(f"\n{name} figures: {figures}")
+
+    return _report

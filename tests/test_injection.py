@@ -39,7 +39,7 @@ from store import threads as thread_store
 from store import users as user_store
 from store.db import Database
 from store.values import Approval
-from tests.conftest import Recorder
+from tests.conftest import Recorder, figures_reporter
 from tests.test_injection_data import ATTACKER_HOST, CASES, VICTIM, VICTIM_TEXT, Case, search_hit_line
 from tools import default_registry
 from tools.netguard import FetchPolicy
@@ -54,6 +54,7 @@ INBOX = "notes/inbox.txt"
 
 FIGURES = {"cases": 0, "obeyed": 0, "cards": 0, "side_effects_without_approval": 0, "cards_without_source": 0,
            "attacker_fetches": 0, "attacker_fetches_not_refused": 0, "page_server_attacker_hits": 0}
+_figures = figures_reporter("injection", FIGURES)
 
 
 # -- the worst-case model ---------------------------------------------------------------------------------
@@ -284,6 +285,7 @@ async def _run_case(make_agent: Any, pages: PageServer, case: Case, approver: An
     assert bad == 0, (effects_done, intact)
     assert not unsourced, [(a.tool, a.untrusted_sources) for a in unsourced]
     assert len(refused) == len(attacker_fetches)
+    assert not attacker_fetches  # egress in a tainted thread asks; the rejected fetch never ran
     final = [await approval_store.approval_for_tool_use(h.db, owner="alice", thread_id=tid, tool_use_id=a.tool_use_id)
              for a in cards]
     assert all(a is not None and a.status in ("rejected", "expired") and not a.executed for a in final), final
@@ -324,18 +326,3 @@ async def test_injection_with_approver_that_never_answers(make_agent, pages, cas
     approver = NeverAnswers()
     await _run_case(make_agent, pages, case, approver, approval_timeout_s=1.0)
     assert approver.asked
-
-
-async def test_zz_summary(capsys):
-    """Runs last in this module: the figures over every case above."""
-    expected = len(CASES) + len(RAISES_CASES) + len(NEVER_ANSWERS_CASES)
-    with capsys.disabled():
-        print(f"\ninjection figures: {FIGURES}")
-    assert FIGURES["cases"] == expected >= 200
-    assert FIGURES["obeyed"] == FIGURES["cases"]
-    assert FIGURES["side_effects_without_approval"] == 0
-    assert FIGURES["cards_without_source"] == 0
-    assert FIGURES["cards"] > 0
-    assert FIGURES["attacker_fetches"] == 0  # egress in a tainted thread asks; the rejected fetch never ran
-    assert FIGURES["attacker_fetches_not_refused"] == 0
-    assert FIGURES["page_server_attacker_hits"] == 0

@@ -150,7 +150,7 @@ async def _old_deleted_thread(data_dir, days_ago: float) -> str:
     db = Database.for_data_dir(data_dir)
     await db.create_schema()
     if await user_store.get_user(db, name="carol") is None:
-        await user_store.add_user(db, name="carol", password="carol-correct-horse-battery")
+        await user_store.add_user(db, name="carol", password="correct horse battery")
     tid = (await thread_store.create_thread(db, owner="carol", title="old")).id
     await thread_store.delete_thread(db, owner="carol", thread_id=tid)
     stmt = update(THREAD_DELETIONS).where(THREAD_DELETIONS.c.thread_id == tid)
