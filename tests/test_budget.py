@@ -78,7 +78,9 @@ async def test_budget_stop_says_limit_spent_left_and_reset_keeps_work_and_recove
     assert len(rec.of(ToolFinished)) == 1
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
     assert [m.role for m in stored] == ["user", "assistant", "user"]
-    assert stored[1].content[0] == {"type": "text", "text": "Let me look."}
+    # Stored exactly as returned: reasoning, the text, a progress update, the call.
+    assert [b["type"] for b in stored[1].content] == ["thinking", "text", "thinking", "tool_use"]
+    assert stored[1].content[1] == {"type": "text", "text": "Let me look."}
     assert stored[2].content[0]["type"] == "tool_result"
     assert [r.status for r in await calls(h.db)] == ["settled"]
 
@@ -174,7 +176,8 @@ async def test_persistent_529_releases_the_reservation_after_the_sdk_retries(mak
 
 
 async def test_stop_button_charges_the_usage_reported_before_the_stop(make_harness):
-    h = make_harness([Reply(blocks=(TextBlock("A long answer " * 50),), usage_override=usage(1_000, 0))])
+    # Long enough that the stream spans many reads: the stop lands while it is still arriving.
+    h = make_harness([Reply(blocks=(TextBlock("A long answer " * 1_000),), usage_override=usage(1_000, 0))])
     tid = await h.thread()
     task: asyncio.Task[TurnFinished] | None = None
 
