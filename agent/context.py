@@ -255,9 +255,18 @@ def build_request(messages: Sequence[StoredMessage], *, tools: list[dict[str, An
     if strategy == "incremental" and merged and merged[-1]["content"]:
         anchor = _previous_end(merged)
         if anchor is not None:
-            merged[anchor]["content"][-1]["cache_control"] = dict(control)
-        merged[-1]["content"][-1]["cache_control"] = dict(control)
+            _mark(merged[anchor]["content"], control)
+        _mark(merged[-1]["content"], control)
     return ModelRequest(system=system, tools=[dict(t) for t in tools], messages=merged)
+
+
+def _mark(content: list[dict[str, Any]], control: dict[str, Any]) -> None:
+    """A breakpoint on the message's last block that may carry one (never a thinking block: the API
+    refuses cache_control there), e.g. an answer paused with pause_turn that ends in thinking."""
+    for block in reversed(content):
+        if block.get("type") not in THINKING_TYPES:
+            block["cache_control"] = dict(control)
+            return
 
 
 def _previous_end(merged: list[dict[str, Any]]) -> int | None:

@@ -73,3 +73,19 @@ def test_the_reservation_estimate_is_an_upper_bound_at_two_and_a_half_characters
         full = ModelRequest(system=request.system, tools=request.tools, messages=messages)
         chars = len(full.prefix_bytes().decode()) + len(json.dumps(messages, ensure_ascii=False))
         assert full.estimated_tokens() >= chars / 2.5
+
+
+async def test_pause_turn_is_continued_as_is_and_bounded_by_the_call_cap(make_harness):
+    h = make_harness([Reply((TextBlock("Part one."),), "pause_turn"), Reply((TextBlock("Part two."),)),
+                      Reply((TextBlock("a"),), "pause_turn"), Reply((TextBlock("b"),), "pause_turn")],
+                     max_calls_per_message=2)
+    tid = await h.thread()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x", emit=Recorder(), approver=APPROVE_ALL)
+    assert done.stop_reason == "end_turn"
+    paused = h.brain.requests[1]["messages"][-1]
+    assert paused["role"] == "assistant"  # sent back as-is: continuing it is not a prefill
+    assert all("cache_control" not in b for b in paused["content"] if b["type"] == "thinking")
+    rec = Recorder()
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="y", emit=rec, approver=APPROVE_ALL)
+    assert done.stop_reason == "call_cap" and any(n.kind == "call_cap" for n in rec.of(Notice))
+    h.brain.assert_done()

@@ -20,7 +20,7 @@ from .accounting import PromptCache
 from .compose import compose
 from .replies import Brain, Fault, Reply
 from .settings import DemoSettings
-from .thinking import check_thinking
+from .thinking import check_thinking, paused_digest
 from .tokens import request_prompt_tokens
 from .validation import validate_request
 from .wire import StreamPlan, error_body, message_json, plan_stream, usage_json
@@ -63,6 +63,7 @@ class MessagesApp:
         self._tool_ids = itertools.count(1)
         self._id_salt = secrets.token_hex(4)  # ids stay unique across restarts, as the real API's are
         self._aborts: set[asyncio.Event] = set()
+        self._paused: set[str] = set()  # answers returned with pause_turn: they may be continued
         self.asgi = Starlette(
             routes=[
                 Route("/v1/messages", _Endpoint(self._messages), methods=["POST"]),
@@ -137,7 +138,7 @@ class MessagesApp:
         if error is not None or not isinstance(body, dict):
             return error or "request body must be a JSON object"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        error = check_thinking(self.settings.signing_key, body, headers)
+        error = check_thinking(self.settings.signing_key, body, headers, self._paused)
         if error is None and (tokens := request_prompt_tokens(body)) > self.settings.context_window:
             error = f"prompt is too long: {tokens} tokens > {self.settings.context_window} maximum"
         return error
@@ -169,6 +170,8 @@ class MessagesApp:
         message = message_json(message_id, str(body["model"]), composed.content, composed.stop_reason, usage,
                                composed.stop_details)
         message["_hidden_tokens"] = composed.hidden_tokens  # pacing only: popped before it is sent
+        if composed.stop_reason == "pause_turn":
+            self._paused.add(paused_digest(composed.content))
         return message
 
     @staticmethod

@@ -178,9 +178,15 @@ class PrefixHash:
         return base64.b64encode(b"demo1" + mac.digest()).decode()
 
 
-def _check_messages(key: bytes, body: dict[str, Any], plan: ThinkingPlan) -> str | None:
+def paused_digest(content: list[dict[str, Any]]) -> str:
+    """Identifies an answer returned with stop_reason pause_turn: sent back as-is, it may end a request."""
+    return hashlib.sha256(canonical_json([_essential(b) for b in _as_blocks(content)]).encode()).hexdigest()
+
+
+def _check_messages(key: bytes, body: dict[str, Any], plan: ThinkingPlan, paused: set[str]) -> str | None:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    if messages and messages[-1].get("role") == "assistant":
+    if messages and messages[-1].get("role") == "assistant" and paused_digest(
+            _as_blocks(messages[-1].get("content"))) not in paused:
         return ("This model does not support assistant message prefill. "
                 "The conversation must end with a user message.")
     prefix = PrefixHash(key, body)
@@ -208,9 +214,11 @@ def _check_messages(key: bytes, body: dict[str, Any], plan: ThinkingPlan) -> str
     return None
 
 
-def check_thinking(key: bytes, body: dict[str, Any], headers: dict[str, str]) -> str | None:
-    """Why the 5.x API would refuse this body (400), or None."""
-    return _check_config(body, headers) or _check_messages(key, body, plan_for(body))
+def check_thinking(key: bytes, body: dict[str, Any], headers: dict[str, str],
+                   paused: set[str] | None = None) -> str | None:
+    """Why the 5.x API would refuse this body (400), or None. `paused`: digests of answers this server
+    returned with pause_turn (continuing one is not a prefill)."""
+    return _check_config(body, headers) or _check_messages(key, body, plan_for(body), paused or set())
 
 
 def progress_text(plan: ThinkingPlan, tool: str) -> str:
