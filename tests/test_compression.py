@@ -362,3 +362,37 @@ async def test_the_threshold_uses_the_previous_calls_exact_prompt_size(rig):
     dense, plain = await rig(Dense()), await rig()
     n_dense, n_plain = await run_until_compressed(dense), await run_until_compressed(plain)
     assert n_dense < n_plain
+
+
+class SessionBrain(Brain):
+    """Every fifth turn saves a note (an approval), the others read a file."""
+
+    def respond(self, request: dict[str, Any]) -> Reply:
+        last = request["messages"][-1]["content"]
+        if request["model"] == SUMMARY_MODEL or any(b.get("type") == "tool_result" for b in last):
+            return super().respond(request)
+        self.chats.append(request)
+        words = last[-1]["text"].split()
+        n = int(words[1].rstrip(":"))
+        if n % 5 == 0:
+            return Reply((TextBlock("Saving."), ToolUseBlock("write_file", {"path": f"notes/s{n}.txt",
+                                                                             "content": "kept"})), "tool_use")
+        return Reply((TextBlock("Reading."), ToolUseBlock("read_file", {"path": words[-1]})), "tool_use")
+
+
+async def test_a_60_turn_session_with_approvals_is_never_refused_or_cut(rig, demo_refusals):
+    from agent.events import AssistantMessageDone, ThinkingDelta, ToolStarted, TurnFinished
+
+    r = await rig(SessionBrain())
+    for n in range(1, 61):
+        events = Recorder()
+        done = await r.agent.run_turn(owner="alice", thread_id=r.thread, text=f"Turn {n}: read notes/f{n % 29 + 1}.txt",
+                                      emit=events, approver=APPROVE_ALL)
+        assert done.stop_reason == "end_turn", (n, done)
+        finals = [e for e in events.of(AssistantMessageDone)]
+        assert finals[-1].text and not any(e.incomplete for e in finals), n  # visible text, nothing cut
+        kinds = [type(e) for e in events.events]
+        assert ThinkingDelta in kinds[:kinds.index(ToolStarted)], n  # thinking shown before the tool step
+        assert isinstance(events.events[-1], TurnFinished)
+    assert len(r.brain.summaries) >= 2 and demo_refusals.seen == []
+    assert all(c.status == "settled" for c in await r.calls())
