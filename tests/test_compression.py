@@ -381,18 +381,21 @@ class SessionBrain(Brain):
 
 
 async def test_a_60_turn_session_with_approvals_is_never_refused_or_cut(rig, demo_refusals):
+    from agent.approvals import Approved
     from agent.events import AssistantMessageDone, ThinkingDelta, ToolStarted, TurnFinished
+    from tests.conftest import ScriptedApprover
 
+    approver = ScriptedApprover({"write_file": Approved()})  # its own: the shared APPROVE_ALL records asks
     r = await rig(SessionBrain())
     for n in range(1, 61):
         events = Recorder()
         done = await r.agent.run_turn(owner="alice", thread_id=r.thread, text=f"Turn {n}: read notes/f{n % 29 + 1}.txt",
-                                      emit=events, approver=APPROVE_ALL)
+                                      emit=events, approver=approver)
         assert done.stop_reason == "end_turn", (n, done)
         finals = [e for e in events.of(AssistantMessageDone)]
         assert finals[-1].text and not any(e.incomplete for e in finals), n  # visible text, nothing cut
         kinds = [type(e) for e in events.events]
         assert ThinkingDelta in kinds[:kinds.index(ToolStarted)], n  # thinking shown before the tool step
         assert isinstance(events.events[-1], TurnFinished)
-    assert len(r.brain.summaries) >= 2 and demo_refusals.seen == []
+    assert len(r.brain.summaries) >= 2 and demo_refusals.seen == [] and len(approver.asked) == 12
     assert all(c.status == "settled" for c in await r.calls())
