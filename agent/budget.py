@@ -15,12 +15,18 @@ from decimal import Decimal
 
 from agent.config import Settings
 from agent.pricing import PriceTable, fmt_usd, to_nano
+from agent.trace import NULL_TRACE, TraceLog
+from store import margins as margin_store
 from store import usage as usage_store
 from store.db import Database
 from store.usage import LimitReached, SpendLimit, TokenUsage
 
 _MONEY_SCOPES = ("user_day", "user_month", "global_day", "thread_usd")
 log = logging.getLogger("tollgate.budget")
+# After an overrun a user's prompt estimates are scaled by actual/estimate times this headroom, at most
+# MAX_ESTIMATE_FACTOR: a bounded margin, so one freak call cannot make every later reservation absurd.
+OVERRUN_HEADROOM = Decimal("1.10")
+MAX_ESTIMATE_FACTOR_MILLI = 4_000
 
 
 class BudgetExceeded(Exception):
@@ -72,13 +78,24 @@ class Reservation:
     model: str
     nanousd: int
     on: date  # the UTC day the call was reserved: its price and its spend day, even across midnight
+    user: str = ""
+    prompt_tokens: int = 0  # the prompt estimate the reservation was sized for, margin included
+    factor_milli: int = 1000  # the user's estimate margin in force when it was made
 
 
 class Budget:
-    def __init__(self, db: Database, prices: PriceTable, settings: Settings) -> None:
+    def __init__(self, db: Database, prices: PriceTable, settings: Settings, trace: TraceLog = NULL_TRACE) -> None:
         self.db = db
         self.prices = prices
         self.settings = settings
+        self.trace = trace
+        self._factor_milli: dict[str, int] = {}  # user: estimate margin, read once per process then kept
+
+    async def estimate_factor_milli(self, user: str) -> int:
+        factor = self._factor_milli.get(user)
+        if factor is None:
+            factor = self._factor_milli[user] = (await margin_store.margin_for(self.db, user=user)).factor_milli
+        return factor
 
     def limits_for(self, *, user: str, thread_id: str | None) -> list[SpendLimit]:
         """The default caps; a user's own budget replaces theirs inside the reservation (store.usage)."""
@@ -100,6 +117,8 @@ class Budget:
                       prompt_tokens: int, max_tokens: int, calls_this_turn_cap: int | None = None) -> Reservation:
         now = time.time()
         today = datetime.fromtimestamp(now, UTC).date()
+        factor = await self.estimate_factor_milli(user)
+        prompt_tokens = -(-prompt_tokens * factor // 1000)  # ceil: a margin never rounds down
         worst = to_nano(self.prices.worst_case_usd(model, prompt_tokens=prompt_tokens,
                                                    max_output_tokens=max_tokens, on=today))
         limits = self.limits_for(user=user, thread_id=thread_id)
@@ -119,7 +138,8 @@ class Budget:
             needed = {"thread_tokens": prompt_tokens + max_tokens, "thread_calls": 1,
                       "turn_calls": 1}.get(e.limit.scope, worst)
             raise BudgetExceeded(e.limit, e.used, needed, e.in_flight) from None
-        return Reservation(key=key, model=model, nanousd=worst, on=today)
+        return Reservation(key=key, model=model, nanousd=worst, on=today, user=user, prompt_tokens=prompt_tokens,
+                           factor_milli=factor)
 
     async def _free_abandoned(self, reserving: asyncio.Future[str]) -> None:
         try:
@@ -145,15 +165,34 @@ class Budget:
                      ttft_ms: float | None = None, error: str | None = None, latency_ms: float) -> int:
         cost = self.cost_nano(r.model, usage, r.on)
         if cost > r.nanousd:
-            # Only possible if the prompt estimate was too low: the limits may be overrun by the difference.
-            log.warning("call %s cost %s, more than its reservation of %s: the prompt estimate was too low",
-                        r.key, fmt_usd(cost), fmt_usd(r.nanousd))
+            await self._overrun(r, usage, cost)
         closed = await usage_store.settle(self.db, key=r.key, usage=usage, cost_nanousd=cost, status=status,
                                           stop_reason=stop_reason, ttft_ms=ttft_ms, latency_ms=latency_ms,
                                           error=error)
         if not closed:
             log.warning("reservation %s was already closed (by a restart?); its worst case stays charged", r.key)
         return cost
+
+    async def _overrun(self, r: Reservation, usage: TokenUsage, cost: int) -> None:
+        """The call is still settled at its real cost (the limits see it); the overrun is counted for the
+        operator and the user's next estimates get a margin from the observed actual/estimate ratio."""
+        log.warning("call %s cost %s, more than its reservation of %s: the prompt estimate was too low",
+                    r.key, fmt_usd(cost), fmt_usd(r.nanousd))
+        ratio = Decimal(max(usage.prompt_tokens, 1)) / Decimal(max(r.prompt_tokens, 1))
+        wanted = int(Decimal(r.factor_milli) * ratio * OVERRUN_HEADROOM) + 1
+        factor = min(max(wanted, r.factor_milli), MAX_ESTIMATE_FACTOR_MILLI)
+        margin = None
+        if r.user:
+            try:
+                margin = await margin_store.record_overrun(self.db, user=r.user, excess_nanousd=cost - r.nanousd,
+                                                           factor_milli=factor)
+                self._factor_milli[r.user] = margin.factor_milli
+            except Exception:  # counting must never stop the call from being settled
+                log.exception("could not record the overrun of call %s", r.key)
+        self.trace.emit("reservation_overrun", user=r.user, call=r.key, model=r.model,
+                        reserved_nanousd=r.nanousd, cost_nanousd=cost, estimated_prompt_tokens=r.prompt_tokens,
+                        prompt_tokens=usage.prompt_tokens, factor_milli=factor,
+                        overruns=None if margin is None else margin.overruns)
 
     async def status(self, *, user: str, thread_id: str) -> tuple[int, int, int]:
         """(spent today, daily limit, thread cost) in nano-USD, in one read."""

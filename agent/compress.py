@@ -77,6 +77,13 @@ def plan_compression(messages: list[StoredMessage], summary: Summary | None, kee
     return Plan(new=new, covers_to_seq=complete[start - 1].seq, messages=start - first, previous=summary)
 
 
+def _at_turn_start(messages: list[StoredMessage]) -> bool:
+    """The newest message is the user's own request (not tool results): a new turn starts here."""
+    complete = [m for m in messages if not m.incomplete]
+    return bool(complete) and complete[-1].role == "user" and not any(
+        b.get("type") == "tool_result" for b in complete[-1].content)
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"
 
@@ -123,17 +130,48 @@ class ModelContext:
         self.db, self.settings, self.model, self.budget, self.trace = db, settings, model, budget, trace
         self.watch = CacheWatch(settings.cache_ttl)
         self.compressions = 0
+        self._stale_thinking: dict[str, int] = {}  # thread: drop thinking of messages before this seq
+        self._last_exact: dict[str, tuple[int, int]] = {}  # thread: (exact tokens of the last call, estimate)
         if settings.cache_strategy != "none":
             check_prefix_cacheable(self._build([], tools, None), settings.model)
 
     def _build(self, messages: list[StoredMessage], tools: list[dict[str, Any]],
-               summary: Summary | None) -> ModelRequest:
+               summary: Summary | None, thread_id: str = "") -> ModelRequest:
         s = self.settings
         return build_request(messages, tools=tools, cache_ttl=s.cache_ttl, strategy=s.cache_strategy,
-                             summary=summary)
+                             summary=summary, drop_thinking_before=self._stale_thinking.get(thread_id))
+
+    def drop_stale_thinking(self, thread_id: str, messages: list[StoredMessage]) -> bool:
+        """The API refused the thread's thinking as bound to a different conversation (tools or system
+        changed since it was made, e.g. after an upgrade): from now on this process sends no thinking of
+        the thread's completed turns (allowed: a leading run). False if that is already so."""
+        asks = [m.seq for m in messages if m.role == "user" and not m.incomplete
+                and not any(b.get("type") == "tool_result" for b in m.content)]
+        before = asks[-1] if asks else 0
+        if self._stale_thinking.get(thread_id, -1) >= before:
+            return False
+        self._stale_thinking[thread_id] = before
+        log.warning("thread %s: thinking of turns before message %d dropped from the context (refused as bound "
+                    "to a different conversation)", thread_id, before)
+        return True
 
     def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage) -> CacheEvent | None:
+        # The API's own count of this prompt: what the next prompt starts from.
+        self._last_exact[thread_id] = (usage.prompt_tokens, request.prompt_tokens())
+        while len(self._last_exact) > 2_000:
+            self._last_exact.pop(next(iter(self._last_exact)))
         return self.watch.observe(thread_id, request, usage)
+
+    def _prompt_tokens(self, thread_id: str, request: ModelRequest) -> int:
+        """The next prompt's size for the threshold: the previous call's exact usage plus an estimate of
+        what was added since (chars/4 alone undercounts the 5.x tokenizer by ~40 %); the estimate when
+        this process has not seen a call of the thread, or the context shrank since (a compression)."""
+        estimate = request.prompt_tokens()
+        last = self._last_exact.get(thread_id)
+        if last is None or estimate < last[1]:
+            return estimate
+        exact, estimated_then = last
+        return exact + (estimate - estimated_then)
 
     async def request_for(self, *, owner: str, thread_id: str, turn_id: str, messages: list[StoredMessage],
                           tools: list[dict[str, Any]], emit: Emit) -> tuple[ModelRequest, int]:
@@ -143,10 +181,13 @@ class ModelContext:
         if s.compress_enabled:
             stored = await summary_store.latest(self.db, thread_id=thread_id)
             if stored is not None:
-                summary = Summary(text=stored.text, covers_to_seq=stored.covers_to_seq, messages=stored.messages)
-        request = self._build(messages, tools, summary)
-        before = request.prompt_tokens()
-        if not s.compress_enabled or before <= s.compress_above_tokens:
+                summary = Summary(text=stored.text, covers_to_seq=stored.covers_to_seq, messages=stored.messages,
+                                  made_at=stored.created_at)
+        request = self._build(messages, tools, summary, thread_id)
+        before = self._prompt_tokens(thread_id, request)
+        # Only at a user-turn boundary: inside a tool-use turn the answer's thinking must go back with its
+        # tool results, and thinking made before a rewrite is refused after it.
+        if not s.compress_enabled or before <= s.compress_above_tokens or not _at_turn_start(messages):
             return request, 0
         plan = plan_compression(messages, summary, s.compress_keep_last)
         removed = sum(block_tokens(b) for m in plan.new for b in m.content) if plan else 0
@@ -157,10 +198,11 @@ class ModelContext:
         if text is None:
             return request, cost
         new = Summary(text=text, covers_to_seq=plan.covers_to_seq, messages=plan.messages)
-        await summary_store.save(self.db, thread_id=thread_id, covers_to_seq=new.covers_to_seq,
-                                 messages=new.messages, text=text, tokens=block_tokens(new.block()),
-                                 model=s.summary_model)
-        request = self._build(messages, tools, new)
+        saved = await summary_store.save(self.db, thread_id=thread_id, covers_to_seq=new.covers_to_seq,
+                                         messages=new.messages, text=text, tokens=block_tokens(new.block()),
+                                         model=s.summary_model)
+        new = Summary(text=text, covers_to_seq=plan.covers_to_seq, messages=plan.messages, made_at=saved.created_at)
+        request = self._build(messages, tools, new, thread_id)
         after = request.prompt_tokens()
         self.compressions += 1
         self.watch.context_rewritten(thread_id)
@@ -183,8 +225,10 @@ class ModelContext:
             log.warning("not compressing thread %s: %s", thread_id, e.user_message())
             return None, 0
         try:
+            # No thinking for a summary (Haiku 5.5 accepts `disabled` at effort high or below).
             result = await self.model.stream(model=s.summary_model, max_tokens=s.summary_max_tokens,
-                                             system=body["system"], tools=[], messages=body["messages"])
+                                             system=body["system"], tools=[], messages=body["messages"],
+                                             thinking={"type": "disabled"})
         except ModelError as e:
             log.warning("not compressing thread %s: the summary call failed: %s", thread_id, e.message)
             cost = await self.budget.release(reservation, e.partial_usage, error=e.message,

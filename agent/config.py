@@ -16,7 +16,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     model: str = "claude-sonnet-5-5"
     summary_model: str = "claude-haiku-5-5"
-    max_tokens: int = Field(default=1024, ge=1, le=64_000)
+    # Claude 5.x thinks by default and thinking counts toward max_tokens (README "Claude 5.x: thinking and
+    # effort"): adaptive thinking at effort medium (the docs' advice for chat), summarised so the chat can
+    # show it, and room for thinking plus an answer. Fixed per deployment so every thread's cache survives.
+    max_tokens: int = Field(default=4_096, ge=1, le=64_000)
+    thinking: Literal["adaptive", "between_tools"] = "adaptive"
+    thinking_display: Literal["summarized", "omitted"] = "summarized"
+    effort: Literal["low", "medium", "high", "xhigh", "max"] = "medium"
     # Loop guards
     max_calls_per_message: int = Field(default=15, ge=1)
     max_calls_per_thread: int = Field(default=200, ge=1)
@@ -61,6 +67,12 @@ class Settings(BaseSettings):
     login_failures_per_account: int = Field(default=5, ge=1)
     login_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: float = Field(default=900.0, gt=0)
+
+    def thinking_config(self) -> dict[str, str]:
+        """The `thinking` field every chat call sends (between_tools takes no other field)."""
+        if self.thinking == "between_tools":
+            return {"type": "between_tools"}
+        return {"type": "adaptive", "display": self.thinking_display}
 
     @property
     def workspaces_dir(self) -> Path:

@@ -144,9 +144,10 @@ class ModelRequest:
                           separators=(",", ":"), ensure_ascii=False).encode()
 
     def estimated_tokens(self) -> int:
-        """Conservative prompt size for budget reservations: UTF-8 bytes / 3 (real text runs ~4)."""
+        """Prompt size for budget reservations, an upper bound at 2.5 characters per token (the 5.x
+        tokenizer on English text): ceil(UTF-8 bytes / 2.5), and bytes >= characters."""
         size = len(self.prefix_bytes()) + len(json.dumps(self.messages, ensure_ascii=False).encode())
-        return size // 3 + 16
+        return -(-size * 2 // 5) + 16
 
     def prompt_tokens(self) -> int:
         """Likely prompt size, for the compression threshold: ceil(chars / 4) per block, the same
@@ -161,6 +162,9 @@ def block_tokens(block: dict[str, Any]) -> int:
     return math.ceil(len(text) / 4)
 
 
+THINKING_TYPES = ("thinking", "redacted_thinking")
+
+
 @dataclass(frozen=True)
 class Summary:
     """The model's stand-in for stored messages after the first user message, up to seq `covers_to_seq`."""
@@ -168,6 +172,9 @@ class Summary:
     text: str
     covers_to_seq: int
     messages: int  # how many stored messages it stands for
+    # When it was made: kept messages stored before then lose their thinking blocks in the model's view,
+    # since thinking is bound to the prefix it was made after, and that prefix was rewritten.
+    made_at: float = 0.0
 
     def block(self) -> dict[str, Any]:
         return {"type": "text", "text": f"{SUMMARY_MARK.format(n=self.messages)}\n{self.text}"}
@@ -210,11 +217,28 @@ def with_summary(messages: Sequence[StoredMessage], summary: Summary | None) -> 
     if not kept or kept[0].role != "assistant" or summary.covers_to_seq < complete[first_answer].seq:
         return list(messages)
     marker = StoredMessage(seq=-1, role="user", content=[summary.block()], incomplete=False, created_at=0.0)
-    return [*complete[:first_answer], marker, *kept]
+    return [*complete[:first_answer], marker, *_without_old_thinking(kept, summary.made_at)]
+
+
+def _without_old_thinking(kept: list[StoredMessage], made_at: float) -> list[StoredMessage]:
+    """Thinking from before a rewrite is never replayed after it (it would be refused as bound to a
+    different conversation); dropping thinking of completed turns is allowed. Compression runs only at a
+    user-turn boundary, so no tool-use turn loses the thinking it needs."""
+    out = []
+    for m in kept:
+        if m.created_at <= made_at and any(b.get("type") in THINKING_TYPES for b in m.content):
+            content = [b for b in m.content if b.get("type") not in THINKING_TYPES]
+            if not content:
+                continue  # an answer that was only thinking (cut at max_tokens): nothing left to send
+            m = StoredMessage(seq=m.seq, role=m.role, content=content, incomplete=m.incomplete,
+                              created_at=m.created_at)
+        out.append(m)
+    return out
 
 
 def build_request(messages: Sequence[StoredMessage], *, tools: list[dict[str, Any]], cache_ttl: str = "5m",
                   strategy: str = "incremental", summary: Summary | None = None,
+                  drop_thinking_before: int | None = None,
                   system_prompt: str = SYSTEM_PROMPT) -> ModelRequest:
     """strategy: "none" (no breakpoints), "system" (tools + system only) or "incremental"."""
     control: dict[str, Any] = {"type": "ephemeral"}
@@ -223,13 +247,26 @@ def build_request(messages: Sequence[StoredMessage], *, tools: list[dict[str, An
     system: list[dict[str, Any]] = [{"type": "text", "text": system_prompt}]
     if strategy != "none":
         system[0]["cache_control"] = dict(control)
-    merged = _merge(with_summary(messages, summary))
+    view = with_summary(messages, summary)
+    if drop_thinking_before is not None:  # the API refused them as bound to an older prefix (tools changed)
+        view = [kept for m in view
+                for kept in (_without_old_thinking([m], math.inf) if 0 <= m.seq < drop_thinking_before else [m])]
+    merged = _merge(view)
     if strategy == "incremental" and merged and merged[-1]["content"]:
         anchor = _previous_end(merged)
         if anchor is not None:
-            merged[anchor]["content"][-1]["cache_control"] = dict(control)
-        merged[-1]["content"][-1]["cache_control"] = dict(control)
+            _mark(merged[anchor]["content"], control)
+        _mark(merged[-1]["content"], control)
     return ModelRequest(system=system, tools=[dict(t) for t in tools], messages=merged)
+
+
+def _mark(content: list[dict[str, Any]], control: dict[str, Any]) -> None:
+    """A breakpoint on the message's last block that may carry one (never a thinking block: the API
+    refuses cache_control there), e.g. an answer paused with pause_turn that ends in thinking."""
+    for block in reversed(content):
+        if block.get("type") not in THINKING_TYPES:
+            block["cache_control"] = dict(control)
+            return
 
 
 def _previous_end(merged: list[dict[str, Any]]) -> int | None:

@@ -15,6 +15,15 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ThinkingDelta:
+    """The model is thinking: `text` is "" when a thinking block starts (show a "thinking…" state), then
+    each visible piece of it. `block` is the block's index in the answer: a new index, a new step."""
+
+    text: str
+    block: int = 0
+
+
+@dataclass(frozen=True)
 class AssistantMessageDone:
     """The model's text for one call is complete (or was cut: `incomplete`)."""
 
@@ -97,6 +106,6 @@ class TurnFinished:
     notices: tuple[Notice, ...] = field(default_factory=tuple)
 
 
-AgentEvent: TypeAlias = (TextDelta | AssistantMessageDone | AnswerKept | ToolStarted | ApprovalRequested
+AgentEvent: TypeAlias = (TextDelta | ThinkingDelta | AssistantMessageDone | AnswerKept | ToolStarted | ApprovalRequested
                          | ApprovalResolved | ToolFinished | ContextCompressed | Notice | UsageReport | TurnFinished)
 EventSink: TypeAlias = Callable[[AgentEvent], Awaitable[None]]

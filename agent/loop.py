@@ -24,15 +24,17 @@ from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.compress import ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
-from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, TurnFinished
+from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
+    CUT_STOPS,
     Turn,
     add_usage,
     safe_emit,
+    stop_notice,
     unresolved_tool_uses,
     usage_report,
     with_streamed_output,
@@ -41,10 +43,12 @@ from store import approvals as approval_store
 from store import threads as thread_store
 from store import usage as usage_store
 from store.db import Database
+from store.usage import TokenUsage
 from store.values import StoredMessage
 from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
+STALE_THINKING = "bound to a different conversation"
 
 
 @dataclass
@@ -227,7 +231,7 @@ class Agent:
         return finished
 
     async def _call_model(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                          turn: Turn) -> bool:
+                          turn: Turn, *, retry_stale: bool = True) -> bool:
         """One model call with its reservation; stores the answer. False when the turn must stop."""
         d, s = self.deps, self.deps.settings
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
@@ -253,11 +257,19 @@ class Agent:
             answer.add(delta)
             await safe_emit(emit, TextDelta(delta))
 
+        async def on_thinking(block: int, delta: str) -> None:
+            await safe_emit(emit, ThinkingDelta(delta, block))
+
         try:
             result = await d.model.stream(model=s.model, max_tokens=s.max_tokens, system=request.system,
                                           tools=request.tools, messages=request.messages, on_text=on_text,
-                                          progress=progress)
+                                          progress=progress, thinking=s.thinking_config(), effort=s.effort,
+                                          on_thinking=on_thinking)
         except ModelError as e:
+            if retry_stale and e.kind == "invalid_request" and STALE_THINKING in e.message \
+                    and self.context.drop_stale_thinking(thread_id, messages):
+                await d.budget.release(reservation, TokenUsage(), error=e.message, latency_ms=e.latency_ms)
+                return await self._call_model(owner, thread_id, messages, emit, turn, retry_stale=False)
             used = with_streamed_output(e.partial_usage, e.partial_text)
             cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
             turn.cost_nano += cost
@@ -283,12 +295,11 @@ class Agent:
         turn.calls += 1
         turn.stop_reason = result.stop_reason
         content = result.content
-        if result.stop_reason in ("refusal", "max_tokens"):
+        cut = result.stop_reason in CUT_STOPS
+        if result.stop_reason == "refusal" or cut:
             # A refused turn's tool calls never run; a cut tool call has incomplete arguments.
             content = [b for b in content if b.get("type") != "tool_use"]
-            turn.notices.append(Notice("refusal", "The model declined this request; nothing was run.")
-                                if result.stop_reason == "refusal" else
-                                Notice("max_tokens", f"The answer was cut at the {s.max_tokens}-token limit."))
+            turn.notices.append(stop_notice(result.stop_reason, result.refusal_category, s.max_tokens))
         content = [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
         if not content:
             content = [{"type": "text", "text": "(no answer)"}]
@@ -296,7 +307,7 @@ class Agent:
         messages.append(StoredMessage(seq=seq, role="assistant", content=content, incomplete=False,
                                       created_at=time.time()))
         text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-        await safe_emit(emit, AssistantMessageDone(text=text, incomplete=result.stop_reason == "max_tokens"))
+        await safe_emit(emit, AssistantMessageDone(text=text, incomplete=cut))
         return True
 
     async def _keep_partial(self, answer: PartialAnswer, partial: str, emit: EventSink) -> None:

@@ -25,6 +25,8 @@ class ModelResult:
     ttft_ms: float | None
     latency_ms: float
     retries: int = 0  # attempts the SDK retried before this one succeeded
+    refusal_category: str | None = None  # stop_details.category of a refusal
+    thinking_tokens: int = 0  # the part of usage.output_tokens spent thinking
 
 
 @dataclass
@@ -61,6 +63,11 @@ def usage_from(u: Any) -> TokenUsage:
                       output_tokens=getattr(u, "output_tokens", 0) or 0,
                       cache_write_5m_tokens=max(created - one_hour, 0), cache_write_1h_tokens=one_hour,
                       cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0)
+
+
+def _thinking_tokens(u: Any) -> int:
+    details = getattr(u, "output_tokens_details", None)
+    return int(getattr(details, "thinking_tokens", 0) or 0)
 
 
 def _explain(e: Exception) -> tuple[str, str]:
@@ -105,7 +112,11 @@ class ModelClient:
     async def stream(self, *, model: str, max_tokens: int, system: list[dict[str, Any]],
                      tools: list[dict[str, Any]], messages: list[dict[str, Any]],
                      on_text: Callable[[str], Awaitable[None]] | None = None,
-                     progress: StreamProgress | None = None) -> ModelResult:
+                     progress: StreamProgress | None = None, thinking: dict[str, Any] | None = None,
+                     effort: str | None = None,
+                     on_thinking: Callable[[int, str], Awaitable[None]] | None = None) -> ModelResult:
+        """`on_thinking(index, delta)`: called with "" when a thinking block starts (nothing else may
+        stream for a while: the UI shows "thinking…"), then with each piece of visible thinking."""
         started = time.perf_counter()
         ttft: float | None = None
         seen = progress if progress is not None else StreamProgress()
@@ -115,10 +126,20 @@ class ModelClient:
                                       "messages": messages}
             if tools:
                 kwargs["tools"] = tools
+            if thinking is not None:
+                kwargs["thinking"] = thinking
+            if effort is not None:
+                kwargs["output_config"] = {"effort": effort}
             async with self.client.messages.stream(**kwargs) as stream:
                 async for event in stream:
                     if event.type == "message_start":
                         seen.usage = usage_from(event.message.usage)
+                    elif event.type == "content_block_start" and event.content_block.type == "thinking":
+                        if on_thinking is not None:
+                            await on_thinking(event.index, "")
+                    elif event.type == "thinking":
+                        if on_thinking is not None:
+                            await on_thinking(len(stream.current_message_snapshot.content) - 1, event.thinking)
                     elif event.type == "text":
                         if ttft is None:
                             ttft = (time.perf_counter() - started) * 1000
@@ -132,6 +153,9 @@ class ModelClient:
             raise ModelError(kind=kind, message=message, partial_text="".join(text_parts), partial_usage=seen.usage,
                              latency_ms=(time.perf_counter() - started) * 1000) from e
         content = [b.model_dump(mode="json", exclude_none=True) for b in final.content]
+        details = final.stop_details
         return ModelResult(content=content, stop_reason=final.stop_reason or "end_turn",
                            usage=usage_from(final.usage), ttft_ms=ttft,
-                           latency_ms=(time.perf_counter() - started) * 1000, retries=retries)
+                           latency_ms=(time.perf_counter() - started) * 1000, retries=retries,
+                           refusal_category=details.category if details is not None else None,
+                           thinking_tokens=_thinking_tokens(final.usage))

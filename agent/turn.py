@@ -64,3 +64,15 @@ async def safe_emit(emit: EventSink, event: AgentEvent) -> None:
     except Exception:
         log.warning("could not deliver %s", type(event).__name__, exc_info=True)
 
+
+CUT_STOPS = ("max_tokens", "model_context_window_exceeded")
+
+
+def stop_notice(stop_reason: str, category: str | None, max_tokens: int) -> Notice:
+    if stop_reason == "refusal":
+        why = f" (category: {category.replace('_', ' ')})" if category else ""
+        return Notice("refusal", f"The model declined this request{why}; nothing was run. You can go on with "
+                                 "another message.")
+    if stop_reason == "model_context_window_exceeded":
+        return Notice("max_tokens", "The answer was cut: the conversation reached the model's context window.")
+    return Notice("max_tokens", f"The answer was cut at the {max_tokens}-token limit.")

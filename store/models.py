@@ -132,6 +132,19 @@ class BudgetRow(SQLModel, table=True):
     monthly_nanousd: int | None = None
 
 
+class EstimateMarginRow(SQLModel, table=True):
+    """Calls a user was billed above their reservation, and the prompt-estimate margin that followed.
+
+    A table of its own (create_all adds tables, never columns): an existing data dir keeps working."""
+
+    __tablename__ = "estimate_margins"
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    overruns: int = 0  # calls that cost more than they reserved
+    overrun_nanousd: int = 0  # by how much, summed: spend the limits did not see coming
+    factor_milli: int = 1000  # the next prompt estimates are multiplied by this / 1000
+    updated_at: float = 0.0
+
+
 class UIStepRow(SQLModel, table=True):
     """A chat step as chainlit rendered it (message, tool step, card): the history view only."""
 
@@ -217,6 +230,7 @@ APPROVALS = _table(ApprovalRow)
 TOOL_CALLS = _table(ToolCallRow)
 MODEL_CALLS = _table(ModelCallRow)
 BUDGETS = _table(BudgetRow)
+ESTIMATE_MARGINS = _table(EstimateMarginRow)
 UI_STEPS = _table(UIStepRow)
 CONTEXT_SUMMARIES = _table(ContextSummaryRow)
 ALWAYS_APPROVE = _table(AlwaysApproveRow)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from agent.approvals import Approved, Decision, Denied
 from agent.budget import Budget
 from agent.config import Settings
 from agent.demo_model import DemoModelServer, DemoSettings, ScriptedBrain
+from agent.demo_model.app import add_refusal_listener, remove_refusal_listener
 from agent.events import AgentEvent
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
@@ -25,6 +28,40 @@ from store.values import Approval
 from tools import ToolRegistry, default_registry
 
 FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0)
+
+
+@dataclass
+class DemoRefusals:
+    """Every 4xx the demo model answered on its own (a request the 5.x API would refuse) during a test.
+    A test that provokes one on purpose says so with `expect(pattern)`; any other fails the test."""
+
+    seen: list[tuple[int, str, str]] = field(default_factory=list)
+    expected: list[re.Pattern[str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, status: int, message: str, path: str) -> None:
+        with self.lock:  # the demo server runs in its own thread
+            self.seen.append((status, message, path))
+
+    def expect(self, pattern: str) -> None:
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[tuple[int, str, str]]:
+        with self.lock:
+            return [r for r in self.seen if not any(p.search(r[1]) for p in self.expected)]
+
+
+@pytest.fixture(autouse=True)
+def demo_refusals() -> Iterator[DemoRefusals]:
+    refusals = DemoRefusals()
+    add_refusal_listener(refusals)
+    try:
+        yield refusals
+    finally:
+        remove_refusal_listener(refusals)
+    if unexpected := refusals.unexpected():
+        pytest.fail(f"the demo model refused {len(unexpected)} request(s) this test did not expect: {unexpected}",
+                    pytrace=False)
 
 
 @dataclass

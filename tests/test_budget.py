@@ -78,7 +78,9 @@ async def test_budget_stop_says_limit_spent_left_and_reset_keeps_work_and_recove
     assert len(rec.of(ToolFinished)) == 1
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
     assert [m.role for m in stored] == ["user", "assistant", "user"]
-    assert stored[1].content[0] == {"type": "text", "text": "Let me look."}
+    # Stored exactly as returned: reasoning, the text, a progress update, the call.
+    assert [b["type"] for b in stored[1].content] == ["thinking", "text", "thinking", "tool_use"]
+    assert stored[1].content[1] == {"type": "text", "text": "Let me look."}
     assert stored[2].content[0]["type"] == "tool_result"
     assert [r.status for r in await calls(h.db)] == ["settled"]
 
@@ -174,7 +176,8 @@ async def test_persistent_529_releases_the_reservation_after_the_sdk_retries(mak
 
 
 async def test_stop_button_charges_the_usage_reported_before_the_stop(make_harness):
-    h = make_harness([Reply(blocks=(TextBlock("A long answer " * 50),), usage_override=usage(1_000, 0))])
+    # Long enough that the stream spans many reads: the stop lands while it is still arriving.
+    h = make_harness([Reply(blocks=(TextBlock("A long answer " * 1_000),), usage_override=usage(1_000, 0))])
     tid = await h.thread()
     task: asyncio.Task[TurnFinished] | None = None
 
@@ -262,6 +265,53 @@ async def test_a_cost_above_the_reservation_is_logged(db, settings, caplog):
     assert cost == 200_000_000 and "prompt estimate was too low" in caplog.text
 
 
+async def test_an_overrun_is_settled_counted_traced_and_widens_that_users_next_reservation(make_harness):
+    # The model bills 10,000 input tokens for a prompt estimated at ~3,300: the reservation was too low
+    # (the scripted cost is set so the whole call overruns). The real cost is charged, the overrun is counted
+    # for the operator and traced, and the next reservation of that user (not of others) is sized from the
+    # observed ratio.
+    from agent.trace import TraceLog
+    from store import margins as margin_store
+
+    h = make_harness([text("big", 10_000, 10), text("next", 1_000, 10), text("bob", 1_000, 10)], max_tokens=10)
+    traced: list[dict] = []
+    h.agent.deps.budget.trace = TraceLog(None, content=False, sinks=[traced.append])
+    tid = await h.thread()
+    await turn(h, tid)
+    [first] = await calls(h.db)
+    assert first.status == "settled" and first.cost_nanousd == 10_000 * 2_000 + 10 * 10_000
+    assert first.cost_nanousd > first.reserved_nanousd
+    margin = await margin_store.margin_for(h.db, user="alice")
+    assert margin.overruns == 1 and margin.overrun_nanousd == first.cost_nanousd - first.reserved_nanousd
+    assert margin.factor_milli > 1000
+    [event] = [e for e in traced if e["kind"] == "reservation_overrun"]
+    assert event["user"] == "alice" and event["cost_nanousd"] == first.cost_nanousd and event["overruns"] == 1
+
+    await turn(h, tid, "again")  # a similar prompt: the reservation now covers what the first call billed
+    await turn(h, await h.thread("bob"), "hello", owner="bob")
+    _, second, bob = await calls(h.db)
+    # The prompt the reservation allows for (reserved tokens less max_tokens) now covers what was billed.
+    assert second.reserved_tokens - 10 >= first.input_tokens == 10_000
+    assert bob.reserved_tokens - 10 < 10_000  # another user's estimate is not widened
+    assert (await margin_store.margin_for(h.db, user="bob")).overruns == 0
+    # A fresh Budget (a restart) reads the margin back from the store.
+    fresh = Budget(h.db, PriceTable.load(), h.settings)
+    assert await fresh.estimate_factor_milli("alice") == margin.factor_milli
+
+
+async def test_the_estimate_margin_is_bounded(db, settings):
+    budget = Budget(db, PriceTable.load(), settings)
+    await usage_store.set_budget(db, user="alice", daily_nanousd=10**10, monthly_nanousd=None)
+    r = await budget.reserve(user="alice", thread_id=None, turn_id="a", model="claude-sonnet-5-5", purpose="chat",
+                             prompt_tokens=10, max_tokens=10)
+    await budget.settle(r, TokenUsage(input_tokens=1_000_000), stop_reason="end_turn", ttft_ms=None,
+                        latency_ms=1.0)
+    assert await budget.estimate_factor_milli("alice") == 4_000
+    r2 = await budget.reserve(user="alice", thread_id=None, turn_id="b", model="claude-sonnet-5-5",
+                              purpose="chat", prompt_tokens=10, max_tokens=10)
+    assert r2.prompt_tokens == 40
+
+
 async def test_unknown_user_is_a_clear_error(db, settings):
     budget = Budget(db, PriceTable.load(), settings)
     with pytest.raises(LookupError, match="no user 'mallory'"):
@@ -282,6 +332,7 @@ async def test_a_reservation_whose_caller_is_cancelled_is_freed_not_left_held(ma
         started.set()
         go_on.wait(10)
 
+    await h.agent.deps.budget.estimate_factor_milli("alice")  # read once per process: not in the way below
     blocker = asyncio.ensure_future(h.db.transact(hold_the_writer))
     await asyncio.to_thread(started.wait, 10)
     reserving = asyncio.ensure_future(h.agent.deps.budget.reserve(

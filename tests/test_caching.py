@@ -170,15 +170,23 @@ async def test_an_evicted_cache_is_counted_as_a_break(make_harness, caplog):
     assert any("cache break" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_changed_tool_set_is_a_break_with_its_reason(make_harness):
-    h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),))])
+async def test_a_changed_tool_set_is_a_break_with_its_reason(make_harness, demo_refusals):
+    # Changing the tools also unbinds the thread's thinking: the API refuses it once, the agent drops the
+    # thinking of completed turns (allowed) and the same call goes through; later calls do not retry.
+    demo_refusals.expect("bound to a different conversation")
+    h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),)), Reply((TextBlock("Three."),))])
     tid = await h.thread()
     await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=Recorder(), approver=APPROVE_ALL)
     full = default_registry()
     h.agent.deps.registry = ToolRegistry([t for t in full if t.name != "delete_file"])
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+    assert done.stop_reason == "end_turn"
     watch = h.agent.context.watch
     assert watch.breaks == 1 and watch.events[-1].reason.startswith("prefix changed")
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="three", emit=Recorder(),
+                                  approver=APPROVE_ALL)
+    assert done.stop_reason == "end_turn" and len(demo_refusals.seen) == 1
+    h.brain.assert_done()
 
 
 def test_break_reasons_ttl_and_history():

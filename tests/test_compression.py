@@ -307,3 +307,95 @@ async def test_the_summary_call_is_traced_like_a_chat_call(rig, tmp_path):
     assert summary["user"] == "alice" and summary["thread"] == r.thread and summary["turn"]
     chat_costs = sum(t["cost_nanousd"] for t in lines if t["kind"] == "model_call")
     assert chat_costs == sum(c.cost_nanousd for c in await r.calls())  # the trace accounts for every call
+
+
+# --- Claude 5.x: thinking is bound to its prefix ---------------------------------------------------------
+def _thinking_seqs(request: dict[str, Any]) -> int:
+    return sum(1 for m in request["messages"] for b in m["content"] if b.get("type") == "thinking")
+
+
+async def test_a_thread_crossing_the_threshold_twice_with_tool_calls_is_never_refused(rig, demo_refusals):
+    # The strict demo model refuses thinking replayed after a rewrite of what came before it (and the
+    # autouse demo_refusals fixture fails this test on any 400): compression must strip it.
+    r = await rig()
+    n = 0
+    while len(r.brain.summaries) < 2:
+        n += 1
+        assert n < 30, "the threshold was not crossed twice"
+        await r.turn(n)
+    await r.turn(n + 1)
+    assert demo_refusals.seen == []
+    assert all(c.status == "settled" for c in await r.calls())
+    # Summaries think not at all; chat calls send explicit thinking and effort.
+    assert all(s["thinking"] == {"type": "disabled"} for s in r.brain.summaries)
+    assert all(c["thinking"] == {"type": "adaptive", "display": "summarized"} for c in r.brain.chats)
+    assert all(c["output_config"] == {"effort": "medium"} for c in r.brain.chats)
+    # Right after each compression, the kept turns go without their thinking; the new turn's calls have it.
+    for summary in r.brain.summaries:
+        chat = r.server.requests[r.server.requests.index(summary) + 1]
+        assert _thinking_seqs(chat) == 0
+    assert _thinking_seqs(r.brain.chats[-1]) > 0  # the tool-use turn's own thinking goes back
+
+
+async def test_compression_waits_for_a_user_turn_boundary(rig):
+    r = await rig()
+    n = await run_until_compressed(r)
+    summary = r.brain.summaries[0]
+    chat = r.server.requests[r.server.requests.index(summary) + 1]
+    last = chat["messages"][-1]["content"]
+    assert not any(b.get("type") == "tool_result" for b in last)  # a new request, not tool results
+    assert any(b.get("text") == f"Turn {n}: read notes/f{n}.txt" for b in last)
+
+
+async def test_the_threshold_uses_the_previous_calls_exact_prompt_size(rig):
+    # The model reports each prompt as 3x what chars/4 estimates (as a denser tokenizer would): the
+    # threshold is crossed by the API's count, turns before the estimate alone would cross it.
+    class Dense(Brain):
+        def respond(self, request: dict[str, Any]) -> Reply:
+            reply = super().respond(request)
+            if request["model"] == SUMMARY_MODEL:
+                return reply
+            return Reply(reply.blocks, reply.stop_reason,
+                         usage_override={"input_tokens": 3 * request_prompt_tokens(request),
+                                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
+
+    dense, plain = await rig(Dense()), await rig()
+    n_dense, n_plain = await run_until_compressed(dense), await run_until_compressed(plain)
+    assert n_dense < n_plain
+
+
+class SessionBrain(Brain):
+    """Every fifth turn saves a note (an approval), the others read a file."""
+
+    def respond(self, request: dict[str, Any]) -> Reply:
+        last = request["messages"][-1]["content"]
+        if request["model"] == SUMMARY_MODEL or any(b.get("type") == "tool_result" for b in last):
+            return super().respond(request)
+        self.chats.append(request)
+        words = last[-1]["text"].split()
+        n = int(words[1].rstrip(":"))
+        if n % 5 == 0:
+            return Reply((TextBlock("Saving."), ToolUseBlock("write_file", {"path": f"notes/s{n}.txt",
+                                                                             "content": "kept"})), "tool_use")
+        return Reply((TextBlock("Reading."), ToolUseBlock("read_file", {"path": words[-1]})), "tool_use")
+
+
+async def test_a_60_turn_session_with_approvals_is_never_refused_or_cut(rig, demo_refusals):
+    from agent.approvals import Approved
+    from agent.events import AssistantMessageDone, ThinkingDelta, ToolStarted, TurnFinished
+    from tests.conftest import ScriptedApprover
+
+    approver = ScriptedApprover({"write_file": Approved()})  # its own: the shared APPROVE_ALL records asks
+    r = await rig(SessionBrain())
+    for n in range(1, 61):
+        events = Recorder()
+        done = await r.agent.run_turn(owner="alice", thread_id=r.thread, text=f"Turn {n}: read notes/f{n % 29 + 1}.txt",
+                                      emit=events, approver=approver)
+        assert done.stop_reason == "end_turn", (n, done)
+        finals = [e for e in events.of(AssistantMessageDone)]
+        assert finals[-1].text and not any(e.incomplete for e in finals), n  # visible text, nothing cut
+        kinds = [type(e) for e in events.events]
+        assert ThinkingDelta in kinds[:kinds.index(ToolStarted)], n  # thinking shown before the tool step
+        assert isinstance(events.events[-1], TurnFinished)
+    assert len(r.brain.summaries) >= 2 and demo_refusals.seen == [] and len(approver.asked) == 12
+    assert all(c.status == "settled" for c in await r.calls())

@@ -226,7 +226,9 @@ def test_default_minimum_is_conservative_for_unknown_models() -> None:
     assert default_min_cacheable_tokens("claude-opus-4-6") == 4096
     assert default_min_cacheable_tokens("claude-sonnet-4-6") == 2048
     assert default_min_cacheable_tokens("claude-sonnet-4-5") == 1024
-    assert default_min_cacheable_tokens("claude-sonnet-5-5") == 2048
+    for model in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"):
+        assert default_min_cacheable_tokens(model) == 512  # the 5.5 models' documented minimum
+    assert default_min_cacheable_tokens("claude-demo") == 2048
     small = request([ten("sys", EPHEMERAL)], [user(ten("u1", EPHEMERAL))])
     assert PromptCache().account(small) == CacheUsage(20, 0, 0, 0, 0)
 

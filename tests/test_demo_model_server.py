@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -129,7 +130,8 @@ async def test_non_streaming_message_has_the_documented_shape(start: StartServer
     server = start(brain)
     raw = await client(server).messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=user("hi"))
     body = json.loads(await raw.read())
-    assert set(body) == {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
+    assert set(body) == {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "stop_details",
+                         "usage"}
     assert body["content"][1] == {
         "type": "tool_use",
         "id": "toolu_x",
@@ -271,8 +273,9 @@ STRAY_RESULT: list[Any] = [
     ],
 )
 async def test_invalid_requests_get_400_before_the_brain_runs(
-    start: StartServer, client: MakeClient, messages: list[Any], system: Any, message: str
+    start: StartServer, client: MakeClient, messages: list[Any], system: Any, message: str, demo_refusals: Any
 ) -> None:
+    demo_refusals.expect(re.escape(message))
     brain = ScriptedBrain([])
     server = start(brain)
     extra = {"system": system} if system is not None else {}

@@ -43,7 +43,8 @@ async def test_text_streams_and_is_stored(make_harness):
     assert "".join(d.text for d in deltas) == "Hello there, this streams in several pieces."
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
     assert [m.role for m in stored] == ["user", "assistant"]
-    assert stored[1].content == [{"type": "text", "text": "Hello there, this streams in several pieces."}]
+    texts = [b for b in stored[1].content if b["type"] != "thinking"]
+    assert texts == [{"type": "text", "text": "Hello there, this streams in several pieces."}]
     report = rec.of(UsageReport)[0]
     assert report.model_calls == 1 and report.output_tokens > 0
 
@@ -352,7 +353,9 @@ async def test_context_is_rebuilt_from_stored_messages(make_harness):
     await h.agent.run_turn(owner="alice", thread_id=tid, text="second", emit=Recorder(), approver=APPROVE_ALL)
     msgs = h.brain.requests[1]["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
-    assert msgs[1]["content"][0]["text"] == "one"
+    # The answer goes back exactly as stored: its thinking block (signed), then its text.
+    assert [b["type"] for b in msgs[1]["content"]] == ["thinking", "text"]
+    assert msgs[1]["content"][1]["text"] == "one"
     assert isinstance(h.brain.requests[1]["system"], list)
 
 

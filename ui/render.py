@@ -19,6 +19,7 @@ from agent.events import (
     ContextCompressed,
     Notice,
     TextDelta,
+    ThinkingDelta,
     ToolFinished,
     ToolStarted,
     TurnFinished,
@@ -55,11 +56,16 @@ class ChatRenderer:
         self._batcher: DeltaBatcher | None = None
         self._clean = StreamSanitizer()
         self._steps: dict[str, cl.Step] = {}
+        self._thinking: tuple[int, cl.Step] | None = None  # the open thinking step and its block index
+        self._think_clean = StreamSanitizer()  # thinking is model text: no image reaches the browser either
         self.cards = cards if cards is not None else {}
 
     async def __call__(self, event: AgentEvent) -> None:
         match event:
+            case ThinkingDelta(text=text, block=block):
+                await self._think(text, block)
             case TextDelta(text=text):
+                await self._end_thinking()
                 if self._msg is None:
                     self._msg = cl.Message(content="")
                     self._clean = StreamSanitizer()
@@ -71,6 +77,7 @@ class ChatRenderer:
             case AnswerKept(text=text):
                 await self._keep_step(text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
+                await self._end_thinking()
                 step = cl.Step(name=reveal_line(name), type="tool", show_input="json")
                 step.input = cards.tool_input(args)
                 self._steps[tid] = step
@@ -129,7 +136,32 @@ class ChatRenderer:
         if self._msg is not None and (text or replace):
             await self._msg.stream_token(text, is_sequence=replace)
 
+    async def _think(self, text: str, block: int) -> None:
+        """A collapsible "Thinking…" step, shown as soon as a thinking block starts (nothing else streams
+        meanwhile) and placed where it happens: before the tool step its progress update leads to."""
+        if self._thinking is None or self._thinking[0] != block:
+            await self._end_message()  # the text so far stays above; the thinking goes after it
+            step = cl.Step(name="Thinking…", type="llm", show_input=False)
+            await step.send()
+            self._thinking = (block, step)
+            self._think_clean = StreamSanitizer()
+        clean, replace = self._think_clean.feed(text)
+        if clean or replace:
+            await self._thinking[1].stream_token(clean, is_sequence=replace)
+
+    async def _end_thinking(self) -> None:
+        if self._thinking is None:
+            return
+        step = self._thinking[1]
+        self._thinking = None
+        step.name = "Thought"
+        self._think_clean.finish()
+        step.output = self._think_clean.sent or "(the model's thinking is not shown)"
+        step.end = datetime.now(UTC).isoformat()
+        await step.update()
+
     async def _end_message(self) -> None:
+        await self._end_thinking()
         if self._batcher is not None:
             await self._batcher.close()
         if self._msg is not None:

@@ -67,9 +67,10 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         base_url = demo.start()
         log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
+    trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
-                     budget=Budget(db, prices, settings), route_for=ApprovalPolicy.load().route_for,
-                     trace=TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s]))
+                     budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
+                     trace=trace)
     agent = Agent(deps)
     armed = await agent.recover(unwatched, DeferredApprover())
     if armed:

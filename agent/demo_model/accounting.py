@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .thinking import plan_for
 from .tokens import PromptBlock, prompt_blocks
 
 __all__ = [
@@ -42,6 +43,8 @@ class CacheUsage:
 def default_min_cacheable_tokens(model: str) -> int:
     """Documented minimum cacheable prefix per model; 2048 for ids we do not know (conservative)."""
     m = model.lower()
+    if "-5-5" in m or "fable-5" in m:
+        return 512  # Sonnet / Opus / Haiku 5.5 and Fable 5.x
     if "haiku" in m or "opus-4-5" in m or "opus-4-6" in m:
         return 4096
     if "sonnet-4-6" in m:
@@ -57,13 +60,16 @@ class _Entry:
     expires_at: float
 
 
-def _prefix_hashes(model: str, blocks: list[PromptBlock]) -> list[str]:
+def _prefix_hashes(model: str, blocks: list[PromptBlock], thinking_mode: str = "") -> list[str]:
     # Chained so position i identifies the whole prefix 0..i; the model is part of it because caches
     # are per model. cache_control is not in block.text, so moving a breakpoint keeps identities.
+    # Message blocks also carry the thinking type and effort: changing either invalidates message-level
+    # entries (tools and system entries survive).
     digest = hashlib.sha256(model.encode()).hexdigest()
     out = []
     for block in blocks:
-        digest = hashlib.sha256(f"{digest}\x00{block.section}\x00{block.text}".encode()).hexdigest()
+        mode = thinking_mode if block.section in ("user", "assistant") else ""
+        digest = hashlib.sha256(f"{digest}\x00{block.section}{mode}\x00{block.text}".encode()).hexdigest()
         out.append(digest)
     return out
 
@@ -110,7 +116,8 @@ class PromptCache:
             return CacheUsage(running, 0, 0, 0, 0)
         model = str(request.get("model", ""))
         minimum = self._min_tokens(model)
-        hashes = _prefix_hashes(model, blocks)
+        plan = plan_for(request)
+        hashes = _prefix_hashes(model, blocks, f"/{plan.type}/{plan.effort}")
 
         with self._lock:
             now = self._clock()

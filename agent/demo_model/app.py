@@ -7,6 +7,7 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,13 +17,28 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .accounting import PromptCache
-from .replies import Brain, Fault, Reply, TextBlock
+from .compose import compose
+from .replies import Brain, Fault, Reply
 from .settings import DemoSettings
+from .thinking import check_thinking, paused_digest
 from .tokens import request_prompt_tokens
 from .validation import validate_request
-from .wire import StreamPlan, error_body, message_json, output_tokens, plan_stream, usage_json
+from .wire import StreamPlan, error_body, message_json, plan_stream, usage_json
 
-__all__ = ["MessagesApp"]
+__all__ = ["MessagesApp", "add_refusal_listener", "remove_refusal_listener"]
+
+# Called (status, message, path) for every request the server itself refuses with a 4xx (not for faults a
+# brain injects on purpose): tests/conftest.py fails a test that did not expect one.
+_refusal_listeners: list[Callable[[int, str, str], None]] = []
+
+
+def add_refusal_listener(listener: Callable[[int, str, str], None]) -> None:
+    _refusal_listeners.append(listener)
+
+
+def remove_refusal_listener(listener: Callable[[int, str, str], None]) -> None:
+    if listener in _refusal_listeners:
+        _refusal_listeners.remove(listener)
 
 
 class _Endpoint:
@@ -47,6 +63,7 @@ class MessagesApp:
         self._tool_ids = itertools.count(1)
         self._id_salt = secrets.token_hex(4)  # ids stay unique across restarts, as the real API's are
         self._aborts: set[asyncio.Event] = set()
+        self._paused: set[str] = set()  # answers returned with pause_turn: they may be continued
         self.asgi = Starlette(
             routes=[
                 Route("/v1/messages", _Endpoint(self._messages), methods=["POST"]),
@@ -65,9 +82,9 @@ class MessagesApp:
         body = await self._read_json(scope, receive)
         if isinstance(body, dict):
             self.count_requests.append(body)
-        error = validate_request(body, require_max_tokens=False)
+        error = self._refusal(scope, body, require_max_tokens=False)
         if error is not None or not isinstance(body, dict):
-            response = self._error(400, "invalid_request_error", str(error), request_id)
+            response = self._refuse(400, str(error), request_id, "/v1/messages/count_tokens")
         else:
             response = JSONResponse({"input_tokens": request_prompt_tokens(body)}, headers={"request-id": request_id})
         await response(scope, receive, send)
@@ -78,9 +95,9 @@ class MessagesApp:
         body = await self._read_json(scope, receive)
         if isinstance(body, dict):
             self.requests.append(body)
-        error = validate_request(body)
+        error = self._refusal(scope, body)
         if error is not None or not isinstance(body, dict):
-            await self._error(400, "invalid_request_error", str(error), request_id)(scope, receive, send)
+            await self._refuse(400, str(error), request_id, "/v1/messages")(scope, receive, send)
             return
         try:
             reply = self.brain.respond(body)
@@ -96,13 +113,14 @@ class MessagesApp:
             return
         message = self._message(body, reply, f"msg_demo_{number}")
         if not body.get("stream"):
+            message.pop("_hidden_tokens")
             payload = json.dumps(message, ensure_ascii=False).encode()
             if fault is not None and fault.kind == "cut":
                 await self._send_cut_json(send, payload, request_id)
                 return
             await JSONResponse(message, headers={"request-id": request_id})(scope, receive, send)
             return
-        plan = plan_stream(message, self.settings.max_delta_tokens, fault)
+        plan = plan_stream(message, self.settings.max_delta_tokens, fault, message.pop("_hidden_tokens"))
         await self._stream(receive, send, plan, request_id, len(self.requests) - 1)
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -113,6 +131,22 @@ class MessagesApp:
             return json.loads(raw)
         except ValueError:
             return None
+
+    def _refusal(self, scope: Scope, body: Any, *, require_max_tokens: bool = True) -> str | None:
+        """Why the 5.x API would answer 400, or None: shape, then thinking/effort rules, then the window."""
+        error = validate_request(body, require_max_tokens=require_max_tokens)
+        if error is not None or not isinstance(body, dict):
+            return error or "request body must be a JSON object"
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        error = check_thinking(self.settings.signing_key, body, headers, self._paused)
+        if error is None and (tokens := request_prompt_tokens(body)) > self.settings.context_window:
+            error = f"prompt is too long: {tokens} tokens > {self.settings.context_window} maximum"
+        return error
+
+    def _refuse(self, status: int, message: str, request_id: str, path: str) -> JSONResponse:
+        for listener in list(_refusal_listeners):
+            listener(status, message, path)
+        return self._error(status, "invalid_request_error", message, request_id)
 
     @staticmethod
     def _error(status: int, error_type: str, message: str, request_id: str) -> JSONResponse:
@@ -128,15 +162,17 @@ class MessagesApp:
         return response
 
     def _message(self, body: dict[str, Any], reply: Reply, message_id: str) -> dict[str, Any]:
-        content: list[dict[str, Any]] = []
-        for block in reply.blocks:
-            if isinstance(block, TextBlock):
-                content.append({"type": "text", "text": block.text})
-            else:
-                tool_id = block.id or f"toolu_demo_{next(self._tool_ids)}_{self._id_salt}"
-                content.append({"type": "tool_use", "id": tool_id, "name": block.name, "input": block.input})
-        usage = usage_json(self.cache.account(body), output_tokens(content), reply.usage_override)
-        return message_json(message_id, str(body["model"]), content, reply.stop_reason, usage)
+        composed = compose(body, reply, key=self.settings.signing_key, prompt_tokens=request_prompt_tokens(body),
+                           context_window=self.settings.context_window,
+                           tool_id=lambda: f"toolu_demo_{next(self._tool_ids)}_{self._id_salt}")
+        usage = usage_json(self.cache.account(body), composed.output_tokens, reply.usage_override,
+                           composed.thinking_tokens)
+        message = message_json(message_id, str(body["model"]), composed.content, composed.stop_reason, usage,
+                               composed.stop_details)
+        message["_hidden_tokens"] = composed.hidden_tokens  # pacing only: popped before it is sent
+        if composed.stop_reason == "pause_turn":
+            self._paused.add(paused_digest(composed.content))
+        return message
 
     @staticmethod
     async def _send_cut_json(send: Send, payload: bytes, request_id: str) -> None:

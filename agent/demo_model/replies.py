@@ -44,6 +44,7 @@ class Reply:
     stop_reason: str = "end_turn"
     fault: Fault | None = None
     usage_override: dict[str, int] | None = None  # merged over the computed usage, e.g. output_tokens
+    stop_details: dict[str, Any] | None = None  # for a refusal: {type, category, explanation}
 
 
 class Brain(Protocol):

@@ -29,6 +29,10 @@ class DemoSettings:
     first_token_delay_s: float = 0.3
     tokens_per_second: float = 80.0
     max_delta_tokens: int = 4
+    # Thinking signatures are an HMAC under this key: fixed by default so blocks stored by one run of the
+    # app still verify after a restart (the real API's signatures do too). TOLLGATE_DEMO_SIGNING_KEY sets it.
+    signing_key: bytes = b"tollgate-demo-model-signing-key"
+    context_window: int = 200_000  # tokens: a longer prompt is refused; prompt + output stops at it
 
     @classmethod
     def from_env(cls) -> DemoSettings:
@@ -38,4 +42,6 @@ class DemoSettings:
             settings.first_token_delay_s = ms / 1000
         if (rate := _env_float("TOLLGATE_DEMO_TOKENS_PER_SEC")) is not None:
             settings.tokens_per_second = rate
+        if key := os.environ.get("TOLLGATE_DEMO_SIGNING_KEY", "").strip():
+            settings.signing_key = key.encode()
         return settings

@@ -28,15 +28,17 @@ def output_tokens(content: list[dict[str, Any]]) -> int:
     for block in content:
         if block["type"] == "text":
             total += estimate_tokens(block["text"])
-        else:
+        elif block["type"] == "tool_use":
             total += estimate_tokens(canonical_json(block["input"]))
     return total
 
 
-def usage_json(cache: CacheUsage, output: int, override: dict[str, int] | None = None) -> dict[str, Any]:
+def usage_json(cache: CacheUsage, output: int, override: dict[str, int] | None = None,
+               thinking: int = 0) -> dict[str, Any]:
     usage: dict[str, Any] = {
         "input_tokens": cache.input_tokens,
         "output_tokens": output,
+        "output_tokens_details": {"thinking_tokens": thinking},
         "cache_creation_input_tokens": cache.cache_creation_input_tokens,
         "cache_read_input_tokens": cache.cache_read_input_tokens,
         "cache_creation": {
@@ -49,11 +51,14 @@ def usage_json(cache: CacheUsage, output: int, override: dict[str, int] | None =
             usage["cache_creation"][key] = value
         else:
             usage[key] = value
+    # Thinking is part of output_tokens, never more than it (an override may lower the total).
+    usage["output_tokens_details"]["thinking_tokens"] = min(thinking, usage["output_tokens"])
     return usage
 
 
 def message_json(
-    message_id: str, model: str, content: list[dict[str, Any]], stop_reason: str | None, usage: dict[str, Any]
+    message_id: str, model: str, content: list[dict[str, Any]], stop_reason: str | None, usage: dict[str, Any],
+    stop_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
@@ -63,6 +68,7 @@ def message_json(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
+        "stop_details": stop_details,
         "usage": usage,
     }
 
@@ -101,7 +107,28 @@ def _json_pieces(payload: str, max_delta_tokens: int) -> list[str]:
     return [payload[i : i + size] for i in range(0, len(payload), size)]
 
 
-def _block_events(index: int, block: dict[str, Any], max_delta_tokens: int) -> list[SseEvent]:
+def _thinking_events(index: int, block: dict[str, Any], max_delta_tokens: int, hidden: int) -> list[SseEvent]:
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    deltas = [
+        SseEvent("content_block_delta",
+                 {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": c}},
+                 max(1, estimate_tokens(c)))
+        for c in (_text_chunks(block["thinking"], max_delta_tokens) if block["thinking"] else [])
+    ]
+    # Thinking not shown (omitted display) still takes its time: the signature arrives after it.
+    signature = {"type": "signature_delta", "signature": block["signature"]}
+    deltas.append(SseEvent("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                   "delta": signature}, max(1, hidden)))
+    return [
+        SseEvent("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}),
+        *deltas,
+        SseEvent("content_block_stop", {"type": "content_block_stop", "index": index}),
+    ]
+
+
+def _block_events(index: int, block: dict[str, Any], max_delta_tokens: int, hidden: int = 0) -> list[SseEvent]:
+    if block["type"] == "thinking":
+        return _thinking_events(index, block, max_delta_tokens, hidden)
     if block["type"] == "text":
         start: dict[str, Any] = {"type": "text", "text": ""}
         deltas = [
@@ -138,8 +165,10 @@ def _block_events(index: int, block: dict[str, Any], max_delta_tokens: int) -> l
     ]
 
 
-def plan_stream(message: dict[str, Any], max_delta_tokens: int, fault: Fault | None = None) -> StreamPlan:
-    """The SSE events for `message` (a full message_json), cut short as `fault` says."""
+def plan_stream(message: dict[str, Any], max_delta_tokens: int, fault: Fault | None = None,
+                hidden_tokens: list[int] | None = None) -> StreamPlan:
+    """The SSE events for `message` (a full message_json), cut short as `fault` says. A fault's
+    `after_blocks` counts the brain's blocks (text, tool_use), not the thinking blocks around them."""
     usage = message["usage"]
     start_usage = {**usage, "output_tokens": 1}
     head = {**message, "content": [], "stop_reason": None, "usage": start_usage}
@@ -150,9 +179,15 @@ def plan_stream(message: dict[str, Any], max_delta_tokens: int, fault: Fault | N
         ]
     )
     blocks = message["content"]
+    said = 0  # brain blocks streamed so far
     for index, block in enumerate(blocks):
-        events = _block_events(index, block, max_delta_tokens)
-        if fault is not None and fault.kind != "http" and index >= fault.after_blocks:
+        hidden = hidden_tokens[index] if hidden_tokens else 0
+        events = _block_events(index, block, max_delta_tokens, hidden)
+        if block["type"] == "thinking":
+            plan.events += events
+            continue
+        said += 1
+        if fault is not None and fault.kind != "http" and said > fault.after_blocks:
             if block["type"] == "text":
                 deltas = len(events) - 2
                 plan.events += events[: 1 + max(1, deltas // 2)]  # start + first half of the text
@@ -173,7 +208,8 @@ def plan_stream(message: dict[str, Any], max_delta_tokens: int, fault: Fault | N
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None,
+                          "stop_details": message.get("stop_details")},
                 "usage": delta_usage,
             },
         ),

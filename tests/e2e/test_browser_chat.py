@@ -69,6 +69,12 @@ def test_read_only_tool_shows_a_step_without_asking(server: Server, browser: Bro
     send(page, "list my files")
     expect(page.locator("#step-list_files").last).to_be_visible()
     expect(page.get_by_text("Approval needed")).to_have_count(0)
+    # Claude 5.x: the model's thinking is a step of its own, before the tool step it led to.
+    thought = page.locator("#step-Thought")
+    expect(thought.first).to_be_visible()
+    ids = page.locator("[id^='step-']").evaluate_all("els => els.map(e => e.id)")
+    last_tool = len(ids) - 1 - ids[::-1].index("step-list_files")
+    assert "step-Thought" in ids[:last_tool], ids
     page.context.close()
 
 
