@@ -5,8 +5,9 @@ Nothing here may import chainlit, agent, store or ui: tools are usable and testa
 
 from tools.errors import ToolArgumentError, ToolError
 from tools.netguard import FetchPolicy
+from tools.paths import normalise_path
 from tools.registry import Tool, ToolContext, ToolRegistry, default_registry, tool
-from tools.workspace import Workspace, normalise_path
+from tools.workspace import Workspace
 
 __all__ = [
     "FetchPolicy",

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from tools import quota
 from tools.errors import ToolError
+from tools.paths import path_parts
 
 DEFAULT_MAX_READ_BYTES = 64 * 1024
 DEFAULT_MAX_WRITE_BYTES = 256 * 1024
-MAX_PATH_BYTES = 1024
-MAX_COMPONENT_BYTES = 255
 _TMP_PREFIX = ".tollgate-tmp-"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -66,46 +65,6 @@ def _os_error(exc: OSError, rel: str) -> ToolError:
         errno.EEXIST: f"already exists: {rel}",
     }
     return ToolError(messages.get(exc.errno or 0, f"cannot access {rel}: {exc.strerror}"))
-
-
-def path_parts(rel: object, *, allow_root: bool = False) -> list[str]:
-    """The components of a workspace path, exactly as every operation resolves it; ToolError if refused.
-
-    Also the one normalisation the approval policy matches on (agent/policy.py), so a rule and the
-    file a tool would touch can never disagree about spelling.
-    """
-    if not isinstance(rel, str):
-        raise ToolError("path must be a string")
-    if rel == "":
-        raise ToolError("path is empty")
-    if "\x00" in rel:
-        raise ToolError("path contains a NUL byte")
-    if "\\" in rel:
-        raise ToolError("path must use '/' as separator, not backslashes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rel):
-        raise ToolError("path contains control characters")
-    if rel.startswith("/"):
-        raise ToolError(f"path must be relative to your workspace, not absolute: {rel}")
-    try:
-        encoded = os.fsencode(rel)
-    except UnicodeEncodeError:
-        raise ToolError("path is not valid text") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise ToolError(f"path is too long (limit {MAX_PATH_BYTES} bytes)")
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    # Any "..", even one that would stay inside: with no symlinks allowed it is never needed.
-    if ".." in parts:
-        raise ToolError(f"path must not contain '..': {rel}")
-    if any(len(os.fsencode(p)) > MAX_COMPONENT_BYTES for p in parts):
-        raise ToolError(f"a path component is too long (limit {MAX_COMPONENT_BYTES} bytes)")
-    if not parts and not allow_root:
-        raise ToolError("path must name a file, not the workspace root")
-    return parts
-
-
-def normalise_path(rel: object) -> str:
-    """The canonical spelling of a file path (``./notes//a/`` -> ``notes/a``); ToolError if refused."""
-    return "/".join(path_parts(rel, allow_root=False))
 
 
 class Workspace:
