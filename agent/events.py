@@ -50,7 +50,7 @@ class ApprovalRequested:
     approval: Approval
     thread_cost_usd: str = ""  # what the thread has cost so far, for the card
     left_today_usd: str = ""
-    can_always: bool = False  # "approve always" may be offered (not high-risk, user-routed)
+    can_always: bool = False  # "approve always" may be offered (not high-risk, user-routed, untainted thread)
     always_suspended: bool = False  # the user chose "always", but untrusted content is in context
 
 

@@ -122,13 +122,14 @@ async def _gate(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, A
         route=b.route_for(tool, args), timeout_s=b.approval_timeout_s)
     always = (a.status == "pending" and a.route == "user" and not tool.high_risk
               and tool.name in await approval_store.always_approved(b.db, owner=b.owner, thread_id=b.thread_id))
-    if always and not b.untrusted_sources and not b.tainted:  # the user's standing choice; taint suspends it
+    clean = not b.untrusted_sources and not b.tainted  # a standing choice applies only in an untainted thread
+    if always and clean:  # the user's standing choice; taint suspends it
         await approval_store.decide(b.db, approval_id=a.id, decision="approved", decided_by=b.owner, via="always",
                                     reason=None)
     elif a.status == "pending" and a.expires_at > time.time():
         thread_cost, left_today = await b.card_costs()
         await b.emit(ApprovalRequested(approval=a, thread_cost_usd=thread_cost, left_today_usd=left_today,
-                                       can_always=a.route == "user" and not tool.high_risk,
+                                       can_always=a.route == "user" and not tool.high_risk and clean,
                                        always_suspended=always))
         decision = None
         try:  # the deadline holds here too: an approver that never answers cannot stall the turn

@@ -67,4 +67,5 @@ async def test_untrusted_content_suspends_the_standing_approval(make_harness):
     assert finished.stop_reason == "awaiting_approval"
     [card] = rec.of(ApprovalRequested)
     assert card.always_suspended and card.approval.untrusted_sources == ("read_file:notes/page.txt",)
+    assert not card.can_always  # offered only where it could take effect (never while the thread is tainted)
     assert not (h.workspace() / "notes/a.txt").exists()
