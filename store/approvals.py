@@ -118,7 +118,9 @@ async def decide(db: Database, *, approval_id: str, decision: str, decided_by: s
         row = conn.execute(_select().where(_appr.c.id == approval_id)).first()
         if row is None:
             raise NotFound("no such approval")
-        may_decide = as_operator or (row.owner == decided_by and row.route == "user")
+        # The owner decides user-routed calls and may always veto (reject) one routed to an operator;
+        # only approving an operator-routed call needs the operator.
+        may_decide = as_operator or (row.owner == decided_by and (row.route == "user" or decision == "rejected"))
         if not as_operator and (row.owner != decided_by or row.thread_deleted_at is not None):
             raise NotFound("no such approval")  # foreign or deleted: indistinguishable from unknown
         if row.status == "pending" and may_decide:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from agent.demo_model import Reply, TextBlock, ToolUseBlock
+from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
@@ -120,3 +121,23 @@ async def test_history_steps_are_created_then_updated_in_place_and_stay_in_their
         await step_store.upsert_step(db, owner="alice", thread_id=other.id, step_id="s1", values={"output": "x"})
     assert not await step_store.upsert_step(db, owner="bob", thread_id=t.id, step_id="s3", values={"output": "x"})
     assert [s["output"] for s in await step_store.list_steps(db, owner="alice", thread_id=t.id)] == ["a.txt", "done"]
+
+
+async def test_the_owner_can_veto_an_operator_routed_call_but_not_approve_it(db):
+    t = await thread_store.create_thread(db, owner="alice")
+
+    async def ask(tool_use_id: str) -> str:
+        a = await approval_store.request_approval(
+            db, owner="alice", thread_id=t.id, tool_use_id=tool_use_id, tool="delete_file",
+            args={"path": "notes/a.txt"}, args_digest="d", risk="Deletes a file.", untrusted_sources=[],
+            route="operator", timeout_s=600)
+        return a.id
+
+    first, second = await ask("tu1"), await ask("tu2")
+    approved = await approval_store.decide(db, approval_id=first, decision="approved", decided_by="alice", via="chat")
+    assert approved.status == "pending"  # approving an operator-routed call is the operator's
+    vetoed = await approval_store.decide(db, approval_id=second, decision="rejected", decided_by="alice", via="chat",
+                                         reason="not now")
+    assert (vetoed.status, vetoed.decided_by, vetoed.reason) == ("rejected", "alice", "not now")
+    with pytest.raises(NotFound):  # a veto is the owner's only: another user cannot even see the row
+        await approval_store.decide(db, approval_id=first, decision="rejected", decided_by="bob", via="chat")

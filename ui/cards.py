@@ -48,7 +48,7 @@ def card_text(a: Approval, *, thread_cost: str = "", left_today: str = "", now: 
     if thread_cost or left_today:
         lines.append(f"This thread has cost {thread_cost}; {left_today} left today.")
     if a.route == "operator":
-        lines.append("Waiting for an operator to decide.")
+        lines.append("Waiting for an operator to decide. You can still reject it yourself.")
     left = int(a.expires_at - now)
     lines.append(f"Expires in {left // 60} min {left % 60} s if nobody decides." if left > 0 else "Expired.")
     return "\n\n".join(lines)

@@ -178,8 +178,8 @@ async def on_decision(action: cl.Action, decision: str, reason: str | None = Non
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    if a.status == "pending":  # routed to an operator: the user's click changes nothing
-        await cl.Message(content="This call needs an operator's decision; nothing was changed.").send()
+    if a.status == "pending":  # routed to an operator: only the operator can approve it
+        await cl.Message(content="Only an operator can approve this call; you can still reject it.").send()
         return
     # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
     await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(a.thread_id),

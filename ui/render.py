@@ -38,11 +38,12 @@ INCOMPLETE_MARK = "\n\n*(incomplete: the answer was cut off here)*"
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
 
 
-def approval_actions(approval_id: str, *, can_always: bool = False) -> list[cl.Action]:
+def approval_actions(approval_id: str, *, can_always: bool = False, can_approve: bool = True) -> list[cl.Action]:
+    """The card's buttons: the owner can always reject; approving an operator-routed call is the operator's."""
     payload = {"approval_id": approval_id}
-    actions = [cl.Action(name=APPROVE, payload=payload, label="Approve"),
-               cl.Action(name=REJECT, payload=payload, label="Reject"),
-               cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
+    actions = [cl.Action(name=APPROVE, payload=payload, label="Approve")] if can_approve else []
+    actions += [cl.Action(name=REJECT, payload=payload, label="Reject"),
+                cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
     if can_always:
         actions.append(cl.Action(name=APPROVE_ALWAYS, payload=payload, label="Approve always in this thread"))
     return actions
@@ -91,7 +92,7 @@ class ChatRenderer:
                     await step.update()
             case ApprovalRequested(approval=a, thread_cost_usd=cost, left_today_usd=left) as req:
                 await self._end_message()
-                actions = approval_actions(a.id, can_always=req.can_always) if a.route == "user" else []
+                actions = approval_actions(a.id, can_always=req.can_always, can_approve=a.route == "user")
                 text = cards.card_text(a, thread_cost=cost, left_today=left, diff=self._preview(a),
                                        always_suspended=req.always_suspended)
                 card = cl.Message(content=text, actions=actions)

@@ -71,6 +71,26 @@ def test_operator_approves_live_and_the_users_chat_continues(server: Server, bro
     console.context.close()
 
 
+def test_the_owner_can_veto_an_operator_routed_call(server: Server, browser: Browser, olga: str) -> None:
+    notes = server.workspace("alice") / "notes"
+    notes.mkdir(parents=True, exist_ok=True)
+    (notes / "vetoed.txt").write_text("mine")
+    console = login(browser, server.url, olga)
+    console.goto("/operator")
+    user = login(browser, server.url, "alice")
+    send(user, "delete vetoed")
+    card = console.locator("[data-approval]").filter(has_text="notes/vetoed.txt")
+    expect(card).to_be_visible()
+    expect(user.get_by_text("You can still reject it yourself.")).to_be_visible()
+    expect(user.get_by_role("button", name="Approve", exact=True)).to_have_count(0)  # approval is the operator's
+    user.get_by_role("button", name="Reject", exact=True).last.click()
+    expect(user.get_by_text(re.compile("Rejected by alice"))).to_be_visible()  # the turn goes on at once
+    expect(card).to_have_count(0)  # no longer pending for the operator
+    assert (notes / "vetoed.txt").read_text() == "mine"
+    user.context.close()
+    console.context.close()
+
+
 def test_operator_rejects_with_a_reason_the_model_sees(server: Server, browser: Browser, olga: str) -> None:
     notes = server.workspace("alice") / "notes"
     notes.mkdir(parents=True, exist_ok=True)

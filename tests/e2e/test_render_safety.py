@@ -165,12 +165,13 @@ def test_hostile_content_in_every_place_loads_nothing_from_elsewhere(
         "content-security-policy"]
 
     # Decide both cards with a click: the turn goes on, its answer is sanitised too. The hostile path is one
-    # the workspace refuses, so the policy routes its card to an operator (fail closed, agent/policy.py).
+    # the workspace refuses, so the policy routes its card to an operator (fail closed, agent/policy.py);
+    # the owner can still reject it, and only the other card offers Approve.
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_have_count(1)
     rejects = page.get_by_role("button", name="Reject", exact=True)
-    expect(rejects).to_have_count(1)
-    rejects.first.click()
-    console.page.locator("[data-approval]").filter(has_text="<U+202E>").get_by_role(
-        "button", name="Reject", exact=True).click()
+    expect(rejects).to_have_count(2)
+    rejects.nth(1).click()
+    rejects.nth(0).click()
     expect(page.get_by_text("image not loaded: after").first).to_be_visible()
 
     page.reload()  # the resumed thread: history from the store, rendered again
