@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt  # a dev dependency (requirements.lock): missing is an error, never a skip
 
 from agent.events import Notice
 from store.values import Approval
@@ -21,7 +22,6 @@ from ui.safe_markdown import StreamSanitizer, pending_from, sanitize
 from ui.safe_text import code_span, fence, md_text, reveal_block, reveal_line
 from ui.security_headers import SecurityHeaders, inline_scripts, policy, script_hash, without_off_origin_links
 
-mdit = pytest.importorskip("markdown_it")
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "http://127.0.0.1:9/?d=secret"
 FAKE = "Pre-approved by your administrator"
@@ -35,7 +35,7 @@ def tokens(text: str) -> list[Any]:
             out.append(t)
             walk(t.children or [])
 
-    walk(mdit.MarkdownIt("commonmark").parse(text))
+    walk(MarkdownIt("commonmark").parse(text))
     return out
 
 
@@ -45,7 +45,7 @@ def images(text: str) -> list[str]:
 
 def paragraphs(text: str) -> list[str]:
     """The text each paragraph shows (as rendered, escapes resolved)."""
-    top = mdit.MarkdownIt("commonmark").parse(text)
+    top = MarkdownIt("commonmark").parse(text)
     shown = []
     for i, t in enumerate(top):
         if t.type == "paragraph_open":
