@@ -1,10 +1,13 @@
-"""What app.py changes in chainlit: its message and step constructors no longer block the event loop."""
+"""What app.py changes in chainlit (its message and step constructors no longer block the event loop), and
+that every chainlit internal ui/chainlit_compat.py relies on is still where it was."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from store import steps as step_store
 from store import threads as thread_store
@@ -91,4 +94,57 @@ def test_the_socket_registry_logout_reads_is_where_chainlit_2_12_keeps_it() -> N
              "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# One probe per chainlit internal that ui/chainlit_compat.py relies on (chainlit 2.12): an upgrade that moves or
+# renames one fails its test here, loudly, instead of silently dropping a guard. In a subprocess, as above.
+INTERNALS = {
+    "constructor sleep through the time module": (
+        "import importlib, inspect, re, time\n"
+        "for name in ('chainlit.message', 'chainlit.step'):\n"
+        "    module = importlib.import_module(name)\n"
+        "    assert module.time is time, name\n"
+        "    assert not re.search(r'(?<!time\\.)\\bsleep\\(', inspect.getsource(module)), name\n"),
+    "upload route POST /project/file": (
+        "from chainlit.server import router\n"  # the APIRouter chainlit includes in its app
+        "assert any(r.path == '/project/file' and 'POST' in r.methods for r in router.routes)\n"),
+    "client messages through ChainlitEmitter.process_message": (
+        "import inspect, chainlit.emitter, chainlit.socket\n"
+        "from chainlit.emitter import ChainlitEmitter\n"
+        "assert inspect.iscoroutinefunction(ChainlitEmitter.process_message)\n"
+        "assert list(inspect.signature(ChainlitEmitter.process_message).parameters) == ['self', 'payload']\n"
+        "assert 'session' in inspect.signature(ChainlitEmitter.__init__).parameters\n"
+        "assert 'context.emitter.process_message(payload)' in inspect.getsource(chainlit.socket)\n"
+        "assert 'await self.process_message(' in inspect.getsource(chainlit.emitter)  # AskUserMessage answers\n"),
+    "edit_message handler in sio.handlers['/']": (
+        "import inspect\n"
+        "from chainlit.server import sio\n"
+        "edit = sio.handlers['/']['edit_message']\n"
+        "assert inspect.iscoroutinefunction(edit)\n"
+        "assert len(inspect.signature(edit).parameters) == 2  # (sid, payload)\n"),
+    "WebsocketSession.require(sid)": (
+        "import inspect\n"
+        "from chainlit.session import WebsocketSession\n"
+        "assert list(inspect.signature(WebsocketSession.require).parameters) == ['socket_id']\n"
+        "try:\n"
+        "    WebsocketSession.require('no such socket')\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('require found a session for an unknown socket')\n"),
+    "emitter.resume_thread sent after on_chat_resume": (
+        "import inspect, chainlit.socket\n"
+        "from chainlit.emitter import ChainlitEmitter\n"
+        "assert list(inspect.signature(ChainlitEmitter.resume_thread).parameters) == ['self', 'thread_dict']\n"
+        "source = inspect.getsource(chainlit.socket)\n"
+        "hook = source.index('await config.code.on_chat_resume(thread)')\n"
+        "assert source.index('await context.emitter.resume_thread(thread)', hook) > hook\n"),
+}
+
+
+@pytest.mark.parametrize("probe", list(INTERNALS.values()), ids=list(INTERNALS))
+def test_each_chainlit_internal_the_adapter_relies_on_is_where_chainlit_2_12_keeps_it(probe: str) -> None:
+    done = subprocess.run([sys.executable, "-c", "import chainlit\n" + probe + "print('ok')\n"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]

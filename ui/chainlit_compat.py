@@ -1,10 +1,11 @@
-"""Adjustments to chainlit internals that cost every turn; each says why it is safe here.
+"""The one module that touches chainlit internals (anything beyond its documented API); each function names
+the internal it relies on, and tests/test_chainlit_compat.py fails loudly if an upgrade moves it.
 
-`cl.Message` and `cl.Step` constructors call a blocking `time.sleep(0.001)` (chainlit 2.x; added so that
-steps made in a row get distinct `createdAt` for data layers that order by it). On the event loop that is
-~1-2 ms of every session frozen per constructor, six per tool turn (bench/concurrency_server.py). Our
-data layer orders a thread's steps by their write order (store/steps.py, `seq`), never by `createdAt`,
-and the browser keeps the order it receives, so the pause buys nothing here.
+Why `drop_constructor_sleep` is safe: `cl.Message` and `cl.Step` constructors call a blocking
+`time.sleep(0.001)` (chainlit 2.x; added so that steps made in a row get distinct `createdAt` for data layers
+that order by it). On the event loop that is ~1-2 ms of every session frozen per constructor, six per tool turn
+(bench/concurrency_server.py). Our data layer orders a thread's steps by their write order (store/steps.py,
+`seq`), never by `createdAt`, and the browser keeps the order it receives, so the pause buys nothing here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import time
 import types
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -27,6 +29,10 @@ class _TimeWithoutSleep(types.SimpleNamespace):
 
 
 def drop_constructor_sleep() -> None:
+    """`cl.Message` and `cl.Step` no longer sleep 1 ms on the event loop (see the module docstring).
+
+    Relies on chainlit 2.12 calling `time.sleep` through the module globals of `chainlit.message` and
+    `chainlit.step`; tests/test_chainlit_compat.py fails loudly if they sleep again."""
     # By module path: the package attribute `chainlit.step` is the @step decorator, not the module.
     for name in ("chainlit.message", "chainlit.step"):
         importlib.import_module(name).time = _TimeWithoutSleep()
@@ -46,3 +52,77 @@ async def disconnect_sockets_of(user: str) -> int:
     for sid in sids:
         await sio.disconnect(sid)
     return len(sids)
+
+
+def shadow_upload_route(app: Any, endpoint: Callable[[], Awaitable[Any]]) -> None:
+    """Answer chainlit's upload route with `endpoint`, ahead of chainlit's own handler (which reads the
+    whole body before checking that uploads are on).
+
+    Relies on chainlit 2.12 serving uploads at `POST /project/file` (chainlit/server.py) on the app it
+    routes in registration order; tests/test_chainlit_compat.py fails loudly if the route moves."""
+    app.router.add_api_route("/project/file", endpoint, methods=["POST"])
+    app.router.routes.insert(0, app.router.routes.pop())  # before chainlit's own route
+
+
+def before_client_message(note: Callable[[Any, Any], None]) -> None:
+    """Call `note(session, payload)` on every step a client sends (chat box, answers to AskUserMessage),
+    before chainlit schedules its persistence.
+
+    Relies on chainlit 2.12 routing them all through `chainlit.emitter.ChainlitEmitter.process_message(self,
+    payload)` with the emitter's session at `self.session`; tests/test_chainlit_compat.py fails loudly if not."""
+    from chainlit.emitter import ChainlitEmitter
+
+    original = ChainlitEmitter.process_message
+
+    async def process_message(self: ChainlitEmitter, payload: Any) -> Any:
+        note(self.session, payload)
+        return await original(self, payload)
+
+    ChainlitEmitter.process_message = process_message  # type: ignore[method-assign]
+
+
+def before_socket_event(event: str, check: Callable[[str, Any], bool]) -> None:
+    """Run `check(sid, payload)` before chainlit's handler of the socket `event`; when it returns False the
+    event is dropped (the handler returns None, as chainlit's do).
+
+    Relies on chainlit 2.12 registering its handlers in python-socketio's registry
+    `chainlit.server.sio.handlers["/"][event]`; tests/test_chainlit_compat.py fails loudly if not."""
+    from chainlit.server import sio
+
+    handlers = sio.handlers["/"]
+    original = handlers[event]
+
+    async def guarded(sid: str, payload: Any) -> Any:
+        if not check(sid, payload):
+            return None
+        return await original(sid, payload)
+
+    handlers[event] = guarded
+
+
+def session_of_socket(sid: str) -> Any:
+    """The chainlit session of socket `sid` (raises if there is none).
+
+    Relies on chainlit 2.12 `chainlit.session.WebsocketSession.require(sid)`; tests/test_chainlit_compat.py
+    fails loudly if it moves."""
+    from chainlit.session import WebsocketSession
+
+    return WebsocketSession.require(sid)
+
+
+def after_resumed_history(send: Callable[[], Awaitable[None]]) -> None:
+    """Run `send` right after chainlit sends a resumed thread's stored history to this session's browser,
+    which replaces the message list (anything sent before it would be wiped). Call inside @cl.on_chat_resume.
+
+    Relies on chainlit 2.12 calling `context.emitter.resume_thread(thread)` after the on_chat_resume handler
+    returns (chainlit/socket.py); tests/test_chainlit_compat.py fails loudly if that changes."""
+    from chainlit.context import context
+
+    emitter = context.emitter
+    send_history = emitter.resume_thread
+
+    async def history_then(thread_dict: Any) -> None:
+        await send_history(thread_dict)
+        await send()
+
+    emitter.resume_thread = history_then  # type: ignore[method-assign]

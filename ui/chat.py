@@ -18,7 +18,7 @@ from store.threads import NotFound
 from store.values import Approval
 from ui import cards as ui_cards
 from ui import live, logins, sessions
-from ui.chainlit_compat import disconnect_sockets_of
+from ui.chainlit_compat import after_resumed_history, disconnect_sockets_of
 from ui.client_address import client_address
 from ui.render import ChatRenderer
 from ui.runtime import Runtime, build_runtime
@@ -195,18 +195,15 @@ async def on_resume(thread: dict[str, Any]) -> None:
         raise PermissionError("no such thread: it was deleted or is not yours")
     render = renderer(thread_id)
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
-    # Chainlit replaces the message list with the stored history right after this handler returns
-    # (emitter.resume_thread), which would wipe cards sent now: send them just after that instead.
-    emitter = cl.context.emitter
-    send_history = emitter.resume_thread
+    # Chainlit replaces the message list with the stored history right after this handler returns,
+    # which would wipe cards sent now: send them just after that instead.
 
-    async def history_then_cards(thread_dict: Any) -> None:
-        await send_history(thread_dict)
+    async def cards() -> None:
         for a in pending:
             if a.expires_at > time.time():
                 await render(ApprovalRequested(approval=a))
 
-    emitter.resume_thread = history_then_cards  # type: ignore[method-assign]
+    after_resumed_history(cards)
     if pending:
         rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
                                 emit=render, approver=DeferredApprover())

@@ -14,10 +14,10 @@ from typing import Any
 
 from chainlit.config import config
 from chainlit.context import context
-from chainlit.emitter import ChainlitEmitter
-from chainlit.server import sio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+
+from ui import chainlit_compat
 
 log = logging.getLogger("tollgate.history")
 _ids: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # per websocket session
@@ -42,28 +42,17 @@ async def _uploads_off() -> JSONResponse:
     return JSONResponse({"detail": "file uploads are off"}, status_code=403)
 
 
+def _edit_allowed(sid: str, payload: Any) -> bool:
+    # Off in .chainlit/config.toml, yet chainlit's handler does not check: honour the setting.
+    if not config.features.edit_message:
+        log.warning("refused an edit_message event: editing is off")
+        return False
+    _note(chainlit_compat.session_of_socket(sid), payload)
+    return True
+
+
 def install(app: FastAPI) -> None:
     if not config.features.spontaneous_file_upload or not config.features.spontaneous_file_upload.enabled:
-        app.router.add_api_route("/project/file", _uploads_off, methods=["POST"])
-        app.router.routes.insert(0, app.router.routes.pop())  # before chainlit's own route
-    original = ChainlitEmitter.process_message
-
-    async def process_message(self: ChainlitEmitter, payload: Any) -> Any:
-        _note(self.session, payload)  # before chainlit schedules the step's persistence
-        return await original(self, payload)
-
-    ChainlitEmitter.process_message = process_message  # type: ignore[method-assign]
-    handlers = sio.handlers["/"]
-    edit = handlers["edit_message"]
-
-    async def edit_message(sid: str, payload: Any) -> Any:
-        # Off in .chainlit/config.toml, yet chainlit's handler does not check: honour the setting.
-        if not config.features.edit_message:
-            log.warning("refused an edit_message event: editing is off")
-            return None
-        from chainlit.session import WebsocketSession
-
-        _note(WebsocketSession.require(sid), payload)
-        return await edit(sid, payload)
-
-    handlers["edit_message"] = edit_message
+        chainlit_compat.shadow_upload_route(app, _uploads_off)
+    chainlit_compat.before_client_message(_note)  # before chainlit schedules the step's persistence
+    chainlit_compat.before_socket_event("edit_message", _edit_allowed)
