@@ -113,6 +113,7 @@ def test_requests_joined_by_and_give_several_calls_in_one_reply() -> None:
         ("delete_file", {"path": "notes/old.txt"}),
     ]
     assert reply.stop_reason == "tool_use"
+    assert text_of(reply) == 'I\'ll list your files, search your files for "milk" and delete notes/old.txt.'
 
 
 def test_only_tools_offered_in_the_request_are_called() -> None:

@@ -158,7 +158,10 @@ class DemoBrain:
             return Reply((TextBlock(f"I can't do that here: the {missing} tool is not available."),))
         if not usable:
             return Reply((TextBlock(HELP_TEXT),))
-        preamble = " ".join(_PREAMBLES[c.name].format(**c.input) for c in usable)
+        if len(usable) == 1:
+            preamble = _PREAMBLES[usable[0].name].format(**usable[0].input)
+        else:  # one sentence for the plan, not one "I'll ..." per call
+            preamble = f"I'll {_listed([_action({'name': c.name, 'input': c.input}) for c in usable], 'and')}."
         return Reply((TextBlock(preamble), *usable), "tool_use")
 
     @staticmethod
@@ -192,8 +195,7 @@ class DemoBrain:
         reply = self._for_text(request, text)
         if not skipped or (reply.fault is not None and reply.fault.kind == "http"):
             return reply
-        listed = ", ".join(skipped[:-1]) + (" or " if len(skipped) > 1 else "") + skipped[-1]
-        note = f"You sent a new message, so I did not {listed}."
+        note = f"You sent a new message, so I did not {_listed(skipped, 'or')}."
         blocks = reply.blocks
         if blocks and isinstance(blocks[0], TextBlock):
             blocks = (TextBlock(f"{note}\n\n{blocks[0].text}"), *blocks[1:])
@@ -229,6 +231,10 @@ def _already_called(messages: list[dict[str, Any]], goal: ToolUseBlock) -> bool:
                 if call.get("name") == goal.name and canonical_json(call.get("input")) == wanted:
                     return True
     return False
+
+
+def _listed(items: list[str], conjunction: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
 def _action(call: dict[str, Any]) -> str:
