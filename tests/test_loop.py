@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agent.approvals import Approved, DeferredApprover, Denied
-from agent.demo_model import Fault, Reply, TextBlock, ToolUseBlock
+from agent.demo_model import DemoBrain, Fault, Reply, TextBlock, ToolUseBlock
 from agent.events import (
     ApprovalRequested,
     ApprovalResolved,
@@ -418,3 +418,29 @@ async def test_resumes_keep_counting_against_the_per_message_cap(make_harness):
         done = await h.agent.resume(owner="alice", thread_id=tid, emit=rec, approver=DeferredApprover())
     h.brain.assert_done()
     assert done is not None and done.stop_reason == "call_cap"
+
+
+async def test_the_demo_answers_the_new_request_that_superseded_a_pending_call(make_harness):
+    """Issue 15: a message typed while a card is pending closes that batch AND is the user's newest
+    request; the demo model must act on it (a delete card of its own), not only report the rejection."""
+    demo = DemoBrain()
+    h = make_harness([demo.respond, demo.respond])
+    (h.workspace() / "notes").mkdir(parents=True)
+    (h.workspace() / "notes" / "groceries.txt").write_text("milk, eggs")
+    tid = await h.thread()
+    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save a note called groceries: bread",
+                                   emit=Recorder(), approver=DeferredApprover())
+    assert first.stop_reason == "awaiting_approval"
+    rec = Recorder()
+    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="Delete groceries", emit=rec,
+                                    approver=DeferredApprover())
+    h.brain.assert_done()
+    last = h.brain.requests[-1]["messages"][-1]["content"]  # the real shape: the closed batch, then the text
+    assert [b["type"] for b in last] == ["tool_result", "text"] and "new message" in last[0]["content"]
+    assert second.stop_reason == "awaiting_approval"
+    [card] = rec.of(ApprovalRequested)
+    assert card.approval.tool == "delete_file" and card.approval.args == {"path": "notes/groceries.txt"}
+    said = "".join(e.text for e in rec.of(TextDelta))
+    assert "did not save notes/groceries.txt" in said and "I'll delete notes/groceries.txt." in said
+    assert "tool failed" not in said.lower() and "Not executed" not in said
+    assert (h.workspace() / "notes" / "groceries.txt").read_text() == "milk, eggs"  # nothing ran without a card

@@ -46,7 +46,7 @@ _FILLER = (
 )
 _PREAMBLES = {
     "list_files": "I'll list your files.",
-    "write_file": "I'll save that note for you.",
+    "write_file": "I'll save the note as {path}.",
     "read_file": "I'll open {path}.",
     "delete_file": "I'll delete {path}.",
     "search_files": 'I\'ll search your files for "{query}".',
@@ -62,6 +62,19 @@ def filler_text(tokens: int) -> str:
 
 
 _WRAPPER_OPEN = re.compile(r"^<tool_output [^>]*>\n?")
+_WRAPPER_CLOSE = re.compile(r"\n?</tool_output>\s*$")
+# The app's wording for a call closed because the user typed a new message (agent/toolexec.py SUPERSEDED);
+# matched as text so this server stays independent of the app.
+_SUPERSEDED = "user sent a new message"
+# What each call would have done, for "I did not ..." and "I couldn't ...".
+_ACTIONS = {
+    "list_files": "list your files",
+    "write_file": "save {path}",
+    "read_file": "open {path}",
+    "delete_file": "delete {path}",
+    "search_files": 'search your files for "{query}"',
+    "fetch_url": "fetch {url}",
+}
 
 
 def _text_of(content: Any) -> str:
@@ -99,9 +112,11 @@ class DemoBrain:
             if isinstance(content, list)
             else []
         )
+        text = _text_of(content)  # text blocks only: a message closing a superseded batch also holds new text
+        if results and text.strip():
+            return self._newest_request(request, messages, results, text)
         if results:
             return self._after_tools(request, messages, results)
-        text = _text_of(content)
         if is_summary_request(text):  # the app's context compression; markers inside are only quoted
             return Reply((TextBlock(summarise_transcript(text)),))
         return self._for_text(request, text)
@@ -143,7 +158,10 @@ class DemoBrain:
             return Reply((TextBlock(f"I can't do that here: the {missing} tool is not available."),))
         if not usable:
             return Reply((TextBlock(HELP_TEXT),))
-        preamble = " ".join(_PREAMBLES[c.name].format(**c.input) for c in usable)
+        if len(usable) == 1:
+            preamble = _PREAMBLES[usable[0].name].format(**usable[0].input)
+        else:  # one sentence for the plan, not one "I'll ..." per call
+            preamble = f"I'll {_listed([_action({'name': c.name, 'input': c.input}) for c in usable], 'and')}."
         return Reply((TextBlock(preamble), *usable), "tool_use")
 
     @staticmethod
@@ -162,6 +180,28 @@ class DemoBrain:
                 return False
             self._faulted.add(key)
             return True
+
+    def _newest_request(
+        self, request: dict[str, Any], messages: list[dict[str, Any]], results: list[Any], text: str
+    ) -> Reply:
+        """The user typed while calls were open: say which were not done, then act on the new text. The
+        user's newest words win over anything in those results (they were not asked about)."""
+        calls = _calls_by_id(messages[-2] if len(messages) >= 2 else {})
+        skipped = [
+            _action(calls.get(str(r.get("tool_use_id")), {}))
+            for r in results
+            if r.get("is_error") and _SUPERSEDED in _text_of(r.get("content")).lower()
+        ]
+        reply = self._for_text(request, text)
+        if not skipped or (reply.fault is not None and reply.fault.kind == "http"):
+            return reply
+        note = f"You sent a new message, so I did not {_listed(skipped, 'or')}."
+        blocks = reply.blocks
+        if blocks and isinstance(blocks[0], TextBlock):
+            blocks = (TextBlock(f"{note}\n\n{blocks[0].text}"), *blocks[1:])
+        else:
+            blocks = (TextBlock(note), *blocks)
+        return Reply(blocks, reply.stop_reason, reply.fault, reply.usage_override, reply.stop_details)
 
     # --- results of the previous turn's tool calls ------------------------------------------------
     def _after_tools(self, request: dict[str, Any], messages: list[dict[str, Any]], results: list[Any]) -> Reply:
@@ -193,16 +233,57 @@ def _already_called(messages: list[dict[str, Any]], goal: ToolUseBlock) -> bool:
     return False
 
 
+def _listed(items: list[str], conjunction: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def _action(call: dict[str, Any]) -> str:
+    template = _ACTIONS.get(str(call.get("name")))
+    try:
+        return template.format(**(call.get("input") or {})) if template else "do what you asked before"
+    except (KeyError, IndexError, AttributeError):
+        return f"run {call.get('name')}"
+
+
+def _readable(text: str, limit: int = 600) -> str:
+    """Tool output as the user should see it: without the app's provenance wrapper, capped at `limit`."""
+    body = _WRAPPER_CLOSE.sub("", _WRAPPER_OPEN.sub("", text.strip(), count=1), count=1).strip()
+    return body if len(body) <= limit else body[: limit - 1].rstrip() + "…"
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in text.splitlines())
+
+
+def _bulleted(text: str) -> str:
+    return "\n".join(f"- {line}" for line in text.splitlines() if line.strip())
+
+
 def _describe(result: dict[str, Any], calls: dict[str, dict[str, Any]]) -> str:
-    text = _text_of(result.get("content"))
+    call = calls.get(str(result.get("tool_use_id")), {})
+    name, args = call.get("name"), call.get("input") or {}
+    text = _readable(_text_of(result.get("content")))
     if result.get("is_error"):
         if "rejected" in text.lower():
             return "Understood — I did not do that."
-        return f"The tool failed: {_brief(text)}"
-    call = calls.get(str(result.get("tool_use_id")), {})
-    path = (call.get("input") or {}).get("path", "the file")
-    if call.get("name") == "write_file":
-        return f"Saved {path}."
-    if call.get("name") == "delete_file":
-        return f"Deleted {path}."
-    return f"Here is what I found: “{_brief(text)}”" if text.strip() else "Here is what I found: nothing."
+        return f"I couldn't {_action(call)}: {_brief(text)}"
+    if name == "write_file":
+        return f"Saved {args.get('path', 'the file')}."
+    if name == "delete_file":
+        return f"Deleted {args.get('path', 'the file')}."
+    if not text:
+        return "That came back empty."
+    if name == "list_files":
+        if text.startswith("(empty directory"):
+            return "You have no files yet."
+        return f"Here are your files:\n\n{_bulleted(text)}"
+    if name == "search_files":
+        query = args.get("query", "")
+        if text.startswith("no matches for"):
+            return f'I found no matches for "{query}".'
+        return f'I found "{query}" in these places:\n\n{_bulleted(text)}'
+    if name == "read_file":
+        return f"Here is {args.get('path', 'the file')}:\n\n{_quoted(text)}"
+    if name == "fetch_url":
+        return f"Here is what {args.get('url', 'the page')} says:\n\n{_quoted(text)}"
+    return f"Here is what I found:\n\n{_quoted(text)}"
