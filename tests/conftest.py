@@ -101,12 +101,18 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", approval_timeout_s=30)
 
 
+async def open_test_db(data_dir: Path, users: tuple[str, ...] = ("alice", "bob")) -> Database:
+    """A real SQLite database in `data_dir` with the schema and these users (passwords the policy accepts)."""
+    database = Database.for_data_dir(data_dir)
+    await database.create_schema()
+    for i, name in enumerate(users, 1):
+        await user_store.add_user(database, name=name, password=f"orchard-apple-{i}")
+    return database
+
+
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.for_data_dir(settings.data_dir)
-    await database.create_schema()
-    await user_store.add_user(database, name="alice", password="orchard-apple-1")
-    await user_store.add_user(database, name="bob", password="orchard-apple-2")
+    database = await open_test_db(settings.data_dir)
     yield database
     await database.close()
 

@@ -36,10 +36,9 @@ from agent.model import ModelClient
 from agent.pricing import PriceTable
 from store import approvals as approval_store
 from store import threads as thread_store
-from store import users as user_store
 from store.db import Database
 from store.values import Approval
-from tests.conftest import Recorder, figures_reporter
+from tests.conftest import Recorder, figures_reporter, open_test_db
 from tests.test_injection_data import ATTACKER_HOST, CASES, VICTIM, VICTIM_TEXT, Case, search_hit_line
 from tools import default_registry
 from tools.netguard import FetchPolicy
@@ -164,9 +163,7 @@ def mod_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mod_db(mod_settings: Settings) -> AsyncIterator[Database]:
-    database = Database.for_data_dir(mod_settings.data_dir)
-    await database.create_schema()
-    await user_store.add_user(database, name="alice", password="orchard-apple-1")
+    database = await open_test_db(mod_settings.data_dir, users=("alice",))
     yield database
     await database.close()
 
