@@ -20,13 +20,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlmodel import SQLModel
 
-from store import (
-    door_tables,  # noqa: F401  (login failures and session cut-offs)
-    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
-    search,
-)
+from store import schema, tables  # noqa: F401  (tables: every table on SQLModel.metadata)
 from store.filemodes import create_private_file, secure_data_dir
 from store.limits import StoreLimits
 
@@ -89,13 +84,19 @@ class Database:
             create_private_file(data_dir / "tollgate.db")
         return cls(url)
 
-    async def create_schema(self) -> None:
-        def create(conn: Connection) -> None:
-            SQLModel.metadata.create_all(conn)
-            if self.is_sqlite:
-                search.create(conn)
+    async def upgrade_schema(self) -> schema.SchemaUpgrade:
+        """Create the schema or bring it to the newest revision (store/migrations/), in one transaction.
+        Raises schema.SchemaError (and changes nothing) for a schema made by a newer Tollgate or one it
+        does not recognise."""
+        return await self.transact(schema.upgrade)
 
-        await self.transact(create)
+    async def create_schema(self) -> schema.SchemaUpgrade:
+        """The name callers used before migrations: the same as upgrade_schema."""
+        return await self.upgrade_schema()
+
+    async def schema_status(self) -> schema.SchemaStatus:
+        async with self.read() as conn:
+            return await conn.run_sync(schema.status)
 
     async def transact(self, work: Callable[[Connection], T]) -> T:
         """One write transaction: `work` runs with a (sync) connection, committed when it returns, rolled

@@ -24,6 +24,7 @@ from store import records
 from store import usage as usage_store
 from store.db import Database
 from store.limits import StoreLimits
+from store.schema import SchemaError
 from tools import default_registry
 
 log = logging.getLogger("tollgate")
@@ -49,7 +50,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     prices.require(settings.model, datetime.now(UTC).date())  # an unpriced model is refused at start
     prices.require(settings.summary_model, datetime.now(UTC).date())
     db = Database.for_data_dir(settings.data_dir)
-    await db.create_schema()
+    try:
+        await db.upgrade_schema()
+    except SchemaError as e:  # a schema from a newer Tollgate, or one it does not recognise: do not start
+        log.critical("cannot start on this database: %s", e)
+        await db.close()
+        raise
     db.limits = StoreLimits(max_threads_per_user=settings.max_threads_per_user,
                             max_message_chars=settings.max_user_message_chars, max_step_chars=settings.max_step_chars)
     if settings.retention_days is not None:
