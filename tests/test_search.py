@@ -8,6 +8,8 @@ from store import threads as thread_store
 from store.db import Database
 from store.search import fts_query
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 
 async def _thread(db: Database, owner: str, *texts: str, title: str = "") -> str:
     t = await thread_store.create_thread(db, owner=owner, title=title)
