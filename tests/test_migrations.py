@@ -181,6 +181,20 @@ async def test_the_first_release_unique_tool_use_id_is_not_mistaken_for_the_base
         await db.upgrade_schema()
 
 
+async def test_the_models_and_the_migrations_agree(db: Database) -> None:
+    """Every schema change comes as a migration: head must make exactly the tables the models declare."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    def diff(conn: Connection) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": not db.is_sqlite,
+                                                         "include_object": schema.include_object})
+        return list(compare_metadata(context, SQLModel.metadata))
+
+    assert await db.transact(diff) == []
+
+
 def test_the_baseline_tables_are_what_the_baseline_revision_makes() -> None:
     assert set(schema._baseline()) == schema.BASELINE_TABLES
 
