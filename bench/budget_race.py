@@ -154,6 +154,8 @@ async def run_sessions(n: int, data_dir: Path, url: str | None = None) -> dict[s
         results = await asyncio.gather(*(session(t) for t in threads), return_exceptions=True)
         wall = time.perf_counter() - t0
         errors = [r for r in results if isinstance(r, BaseException)]
+        for kind in sorted({f"{type(e).__name__}: {str(e)[:160]}" for e in errors})[:5]:
+            print(f"N={n} error: {kind}", file=sys.stderr)
         ok = [ms for r in results if not isinstance(r, BaseException) for reason, ms in [r] if reason == "end_turn"]
         refused = sum(1 for r in results if not isinstance(r, BaseException) and r[0] == "budget")
         async with db.read() as conn:
@@ -298,9 +300,11 @@ async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N=10 only; do not write docs/budgets.md")
     ap.add_argument("--postgres", action="store_true", help="N=10, 50, 200 on a throwaway PostgreSQL cluster")
+    ap.add_argument("--sizes", help="with --postgres: these N only (comma-separated), prints, writes nothing")
     args = ap.parse_args()
     if args.postgres:
-        return await main_postgres([10] if args.quick else [10, 50, 200], write_doc=not args.quick)
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [10] if args.quick else [10, 50, 200]
+        return await main_postgres(sizes, write_doc=not args.quick and not args.sizes)
     sizes = [10] if args.quick else [1, 10, 50, 200]
     results, baselines = [], {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,8 +77,9 @@ class Database:
                                                max_overflow=4)
             _sqlite_pragmas(self._writer, immediate=True)
             _sqlite_pragmas(self._reader.sync_engine, immediate=False)
-        else:  # PostgreSQL: the server serialises; one async engine does both.
+        else:  # PostgreSQL: one async engine does both; writes queue here first (see transact)
             self._reader = create_async_engine(url, pool_size=10)
+            self._pg_write_queue = asyncio.Lock()
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> Database:
@@ -106,7 +107,9 @@ class Database:
         """One write transaction: `work` runs with a (sync) connection, committed when it returns, rolled
         back if it raises. Keep it to SQL: on SQLite it runs on the writer thread."""
         if self._writer is None:
-            async with self._reader.begin() as conn:
+            # Queue in-process first (like SQLite's one writer thread): waiting writers hold no pooled
+            # connection, so 200 sessions do not exhaust the pool (they timed out after 30 s without this).
+            async with self._pg_write_queue, self._reader.begin() as conn:
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 return await conn.run_sync(work)
         assert self._write_thread is not None
