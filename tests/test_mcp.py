@@ -157,9 +157,9 @@ async def test_server_killed_mid_call_is_an_error_result_and_the_next_call_recon
 
 
 async def test_a_slow_call_times_out_and_the_session_keeps_working(make_rig):
-    rig = await make_rig("stdio", read_only=("slow", "lookup"), timeout_s=1.0)
+    rig = await make_rig("stdio", read_only=("slow", "lookup"), timeout_s=2.0)
     approver = ScriptedApprover({})
-    [slow] = (await rig.turn(call("probe__slow", seconds=30), approver)).of(ToolFinished)
+    [slow] = (await rig.turn(call("probe__slow", seconds=60), approver)).of(ToolFinished)
     assert slow.is_error and "timed out" in slow.output
     [after] = (await rig.turn(call("probe__lookup", key="k"), approver)).of(ToolFinished)
     assert not after.is_error

@@ -35,6 +35,8 @@ class HttpProbe:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def start_http_probe(port: int = 0) -> HttpProbe:

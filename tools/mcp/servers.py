@@ -102,8 +102,9 @@ class McpServer:
         tools: dict[str, McpTool] = {}
         for spec in specs:
             try:
+                # The tool's overall cap also covers (re)connecting; the call itself gets self.timeout_s.
                 t = build_tool(self.name, spec, read_only=spec.name in self.config.read_only,
-                               timeout_s=self.timeout_s, call=self.call)
+                               timeout_s=self.timeout_s + self.connect_timeout_s, call=self.call)
             except ValueError as e:
                 log.warning("MCP server %s: skipping a tool: %s", self.name, e)
                 continue
@@ -157,9 +158,12 @@ class McpServer:
         conn = await self._session_for(ctx.user)
         self._busy[ctx.user] = self._busy.get(ctx.user, 0) + 1
         try:
-            result = await conn.call(tool, args, timeout_s=self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                result = await conn.call(tool, args, timeout_s=self.timeout_s + 1)
         except ServerUnavailable as e:
             raise ToolError(f"MCP server {self.name} is unavailable: {e}") from None
+        except TimeoutError:  # the session stays: a late answer to this request is dropped by the SDK
+            raise ToolError(f"MCP server {self.name}: {tool} timed out after {self.timeout_s:g} s") from None
         except Exception as e:  # the transport failed under the call: drop the session; the next call reconnects
             if conn.alive and not _connection_lost(e):
                 raise ToolError(f"MCP server {self.name}: {clean_text(str(e), 300)}") from None
@@ -181,6 +185,7 @@ class McpServer:
         self._sessions.clear()
         for conn in sessions:
             await conn.close()
+
 
 
 def _connection_lost(e: Exception) -> bool:
