@@ -10,7 +10,7 @@ import pytest
 
 from agent.policy import ApprovalPolicy, Rule
 from store.values import Approval
-from tools import ToolContext, Workspace, default_registry
+from tools import ToolArgumentError, ToolContext, Workspace, default_registry
 from tools.extra import ToolModuleError, extra_tools
 from tools.mcp import McpConfigError, McpTool, load_config, parse_config
 from tools.mcp.tooldefs import build_tool
@@ -124,7 +124,7 @@ def test_arguments_are_validated_against_the_servers_schema():
     t = _mcp_tool()
     assert t.validate({"table": "a", "rows": 2}) == {"table": "a", "rows": 2}
     for bad in ({"rows": 2}, {"table": 1}, {"table": "a", "extra": True}, ["table"]):
-        with pytest.raises(Exception, match="table|extra|object|required"):
+        with pytest.raises(ToolArgumentError, match=r"table|extra|object|required"):
             t.validate(bad)
 
 
