@@ -181,3 +181,64 @@ async def test_tools_block_is_byte_identical_across_restarts(make_rig, http_prob
     names = first.registry.names
     assert "alpha__echo" in names and "beta__echo" in names and "read_file" in names
     assert list(names) == sorted(names)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_http_server_killed_is_an_error_result_and_a_restart_is_reconnected(make_rig):
+    port = _free_port()
+    probe = start_http_probe(port)
+    try:
+        rig = await make_rig(configs=[probe.config("own", read_only=("lookup",), timeout_s=20)])
+        approver = ScriptedApprover({})
+        [ok] = (await rig.turn(call("own__lookup", key="a"), approver)).of(ToolFinished)
+        assert not ok.is_error
+        probe.stop()
+        [down] = (await rig.turn(call("own__lookup", key="b"), approver)).of(ToolFinished)
+        assert down.is_error and "MCP server own" in down.output
+        assert down.duration_ms < 10_000  # reported at once, not after the call's timeout
+        probe = start_http_probe(port)
+        status = rig.servers.status()[0]
+        assert status.name == "own" and status.transport == "http"
+        [back] = (await rig.turn(call("own__lookup", key="c"), approver)).of(ToolFinished)
+        if back.is_error:  # the down call may have left a backoff of up to BACKOFF_START_S: one more try
+            assert "tried again" in back.output
+            [back] = (await rig.turn(call("own__lookup", key="c"), approver)).of(ToolFinished)
+        assert not back.is_error and "value of c: 42" in back.output
+    finally:
+        probe.stop()
+
+
+async def test_a_server_down_at_start_up_does_not_stop_the_chat_and_registers_when_up(make_rig):
+    import asyncio
+
+    port = _free_port()
+    config = ServerConfig(name="late", url=f"http://127.0.0.1:{port}/mcp")
+    rig = await make_rig(configs=[config, stdio_config("early", read_only=("lookup",))])
+    assert "early__lookup" in rig.registry and not any(n.startswith("late__") for n in rig.registry.names)
+    assert not rig.servers.status()[1].up and rig.servers.status()[1].last_error
+    [listed] = (await rig.turn("list my files", ScriptedApprover({}))).of(ToolFinished)  # the chat works
+    assert not listed.is_error
+    arrived = asyncio.Event()
+    late_servers = McpServers([config], timeout_s=10)
+    late: list[str] = []
+
+    def on_late(tools: list[Any]) -> None:
+        late.extend(t.name for t in tools)
+        arrived.set()
+
+    assert await late_servers.start(on_late_tools=on_late) == []
+    probe = start_http_probe(port)
+    try:
+        async with asyncio.timeout(90):
+            await arrived.wait()  # the background retry with backoff found it
+        assert "late__echo" in late and late == sorted(late)
+    finally:
+        await late_servers.close()
+        probe.stop()

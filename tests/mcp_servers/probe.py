@@ -74,6 +74,7 @@ def serve_http() -> None:
     import uvicorn
 
     sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarted on the same port in tests
     sock.bind(("127.0.0.1", int(os.environ.get("PROBE_PORT", "0"))))
     sock.listen(64)
     print(sock.getsockname()[1], flush=True)  # the parent reads the port; the socket already accepts

@@ -99,7 +99,19 @@ class Connection:
 
     async def call(self, tool: str, args: dict[str, Any], *, timeout_s: float) -> types.CallToolResult:
         session = self._require()
-        return await session.call_tool(tool, args, read_timeout_seconds=timedelta(seconds=timeout_s))
+        assert self._task is not None
+        # Raced against the connection's own task: a dead HTTP transport can leave a request unanswered forever.
+        call = asyncio.ensure_future(session.call_tool(tool, args, read_timeout_seconds=timedelta(seconds=timeout_s)))
+        try:
+            await asyncio.wait({call, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            if call.done():
+                return call.result()
+            raise ServerUnavailable(f"the connection ended during the call ({_describe(self._error)})")
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
 
     def _require(self) -> ClientSession:
         if self._session is None or not self.alive:

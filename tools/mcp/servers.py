@@ -160,12 +160,10 @@ class McpServer:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await conn.call(tool, args, timeout_s=self.timeout_s + 1)
-        except ServerUnavailable as e:
-            raise ToolError(f"MCP server {self.name} is unavailable: {e}") from None
         except TimeoutError:  # the session stays: a late answer to this request is dropped by the SDK
             raise ToolError(f"MCP server {self.name}: {tool} timed out after {self.timeout_s:g} s") from None
         except Exception as e:  # the transport failed under the call: drop the session; the next call reconnects
-            if conn.alive and not _connection_lost(e):
+            if conn.alive and not isinstance(e, ServerUnavailable) and not _connection_lost(e):
                 raise ToolError(f"MCP server {self.name}: {clean_text(str(e), 300)}") from None
             await conn.close()
             self.last_error = clean_text(f"went away during a call: {e}", 300)
@@ -198,7 +196,8 @@ class McpServers:
     and their tools handed to `on_late_tools` when they come up (the tools block changes once then)."""
 
     def __init__(self, configs: list[ServerConfig], *, timeout_s: float, connect_timeout_s: float = 20.0) -> None:
-        self.servers = [McpServer(c, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s) for c in configs]
+        self.servers = [McpServer(c, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+                        for c in sorted(configs, key=lambda c: c.name)]
         self._retries: list[asyncio.Task[None]] = []
 
     async def start(self, on_late_tools: Callable[[list[Tool]], None]) -> list[Tool]:
