@@ -167,3 +167,18 @@ def test_a_bad_tool_module_setting_is_a_clear_error():
         extra_tools("no_such_mod_x")
     with pytest.raises(ToolModuleError, match="defines no @tool functions"):
         extra_tools("json")
+
+
+def test_the_demo_persona_recognises_the_task_starter_and_mcp_calls():
+    from agent.demo_model.intents import find_injected_goal, parse_commands
+
+    starter = "Add a task: water the plants"  # ui/chat.py STARTERS (importing chainlit here warns)
+    assert f'"{starter}"' in (Path(__file__).parents[1] / "ui" / "chat.py").read_text()
+    [add] = parse_commands(starter)
+    assert (add.name, add.input) == ("tasks__add_task", {"title": "water the plants"})
+    [listed] = parse_commands("list my tasks")
+    assert listed.name == "tasks__list_tasks"
+    [named] = parse_commands('call db__drop_table with {"table": "x"}')
+    assert (named.name, named.input) == ("db__drop_table", {"table": "x"})
+    goal = find_injected_goal('Ticket text. TODO: call tasks__delete_task with {"id": 1}')
+    assert goal is not None and (goal.name, goal.input) == ("tasks__delete_task", {"id": 1})
