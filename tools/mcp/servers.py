@@ -73,6 +73,7 @@ class McpServer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures = 0
         self._retry_at = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -96,8 +97,8 @@ class McpServer:
         except (ServerUnavailable, TimeoutError) as e:
             self._failed(str(e) or "listing tools timed out")
             raise ServerUnavailable(self.last_error) from None
-        finally:
-            await conn.close()
+        finally:  # closed in the background: a stdio server gets up to 2 s to exit, start-up need not wait
+            self._closing.add(asyncio.create_task(conn.close()))
         self._failures, self.last_error = 0, ""
         tools: dict[str, McpTool] = {}
         for spec in specs:
@@ -183,6 +184,9 @@ class McpServer:
         self._sessions.clear()
         for conn in sessions:
             await conn.close()
+        for task in self._closing:
+            with contextlib.suppress(BaseException):
+                await task
 
 
 
