@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from agent.config import Settings
 from ui.setup import ensure_auth_secret, restrict_origins, tune_gc_after_startup
@@ -62,6 +63,16 @@ async def starters(_user: cl.User | None = None, _language: str | None = None) -
 @cl.data_layer
 def data_layer() -> StoreDataLayer:
     return StoreDataLayer(chat.runtime)
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    await chat.on_chat_start()  # the settings panel: model and effort for new threads, budget left
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict[str, Any]) -> None:
+    await chat.on_settings_update(settings)
 
 
 @cl.on_chat_resume

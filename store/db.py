@@ -24,6 +24,7 @@ from sqlmodel import SQLModel
 
 from store import (
     door_tables,  # noqa: F401  (login failures and session cut-offs)
+    model_prefs,  # noqa: F401  (users' model choices, threads' fixed model settings)
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
     search,
 )
