@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from agent.config import Settings
 from agent.context import ModelRequest, Summary, block_tokens, build_request
 from agent.events import AgentEvent, ContextCompressed
 from agent.model import ModelClient, ModelError
+from agent.thread_model import ModelChoice
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from store import summaries as summary_store
 from store.db import Database
@@ -44,6 +47,7 @@ SUMMARY_SYSTEM = (
 _RESULT_CHARS = 1_500  # per tool result in the transcript: enough for the gist, bounded cost
 _TEXT_CHARS = 4_000
 _TRANSCRIPT_CHARS = 120_000  # far below the summary model's context window
+COUNT_SLACK_TOKENS = 16  # on top of the percentage margin: a tiny prompt's count rounds the other way too
 
 Emit = Callable[[AgentEvent], Awaitable[None]]
 
@@ -132,6 +136,8 @@ class ModelContext:
         self.compressions = 0
         self._stale_thinking: dict[str, int] = {}  # thread: drop thinking of messages before this seq
         self._last_exact: dict[str, tuple[int, int]] = {}  # thread: (exact tokens of the last call, estimate)
+        self.count_latencies_ms: deque[float] = deque(maxlen=1_000)  # count_tokens calls (bench/, tests)
+        self.count_fallbacks = 0  # reservations sized by the byte estimate because counting failed
         if settings.cache_strategy != "none":
             check_prefix_cacheable(self._build([], tools, None), settings.model)
 
@@ -154,6 +160,23 @@ class ModelContext:
         log.warning("thread %s: thinking of turns before message %d dropped from the context (refused as bound "
                     "to a different conversation)", thread_id, before)
         return True
+
+    async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> int:
+        """Prompt tokens a chat call reserves for: the API's own count (same system, tools, messages and
+        thinking) plus a margin; the byte estimate when counting is off, fails or is slow. Never raises."""
+        s = self.settings
+        if not s.count_tokens_enabled:
+            return request.estimated_tokens()
+        started = time.perf_counter()
+        counted = await self.model.count_tokens(model=choice.model, system=request.system, tools=request.tools,
+                                                messages=request.messages, thinking=choice.thinking_config(),
+                                                effort=choice.effort, timeout_s=s.count_tokens_timeout_s)
+        self.count_latencies_ms.append((time.perf_counter() - started) * 1000)
+        if counted is None:
+            self.count_fallbacks += 1
+            log.warning("count_tokens failed or timed out: reserving by the byte estimate")
+            return request.estimated_tokens()
+        return -(-counted * (100 + s.count_tokens_margin_pct) // 100) + COUNT_SLACK_TOKENS
 
     def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage) -> CacheEvent | None:
         # The API's own count of this prompt: what the next prompt starts from.

@@ -246,7 +246,8 @@ class Agent:
         # --- end context ---
         try:
             reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=choice.model,
-                                                 purpose="chat", prompt_tokens=request.estimated_tokens(),
+                                                 purpose="chat",
+                                                 prompt_tokens=await self.context.reservation_tokens(request, choice),
                                                  max_tokens=s.max_tokens,
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:
