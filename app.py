@@ -20,7 +20,7 @@ from ui import chat, client_steps, loop_monitor, operator, operator_page, securi
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.doors import guard_doors  # noqa: E402
-from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
+from ui.render import APPROVE, APPROVE_ALWAYS, CONTINUE, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
 from ui.sessions import token_from  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,3 +113,8 @@ async def stop_always(action: cl.Action) -> None:
 @cl.action_callback(RETRY)
 async def retry(action: cl.Action) -> None:
     await chat.on_retry(action)
+
+
+@cl.action_callback(CONTINUE)
+async def continue_cut(action: cl.Action) -> None:
+    await chat.on_continue(action)

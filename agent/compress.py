@@ -138,6 +138,7 @@ class ModelContext:
         self._last_exact: dict[str, tuple[int, int]] = {}  # thread: (exact tokens of the last call, estimate)
         self.count_latencies_ms: deque[float] = deque(maxlen=1_000)  # count_tokens calls (bench/, tests)
         self.count_fallbacks = 0  # reservations sized by the byte estimate because counting failed
+        self._compress_next: set[str] = set()  # threads to compress at their next turn start, whatever the size
         if settings.cache_strategy != "none":
             check_prefix_cacheable(self._build([], tools, None), settings.model)
 
@@ -160,6 +161,10 @@ class ModelContext:
         log.warning("thread %s: thinking of turns before message %d dropped from the context (refused as bound "
                     "to a different conversation)", thread_id, before)
         return True
+
+    def compress_next(self, thread_id: str) -> None:
+        """After a context-window stop: compress before the next call even below the threshold."""
+        self._compress_next.add(thread_id)
 
     async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> int:
         """Prompt tokens a chat call reserves for: the API's own count (same system, tools, messages and
@@ -210,12 +215,16 @@ class ModelContext:
         before = self._prompt_tokens(thread_id, request)
         # Only at a user-turn boundary: inside a tool-use turn the answer's thinking must go back with its
         # tool results, and thinking made before a rewrite is refused after it.
-        if not s.compress_enabled or before <= s.compress_above_tokens or not _at_turn_start(messages):
+        if not s.compress_enabled or not _at_turn_start(messages):
+            return request, 0
+        forced = thread_id in self._compress_next
+        self._compress_next.discard(thread_id)
+        if before <= s.compress_above_tokens and not forced:
             return request, 0
         plan = plan_compression(messages, summary, s.compress_keep_last)
         removed = sum(block_tokens(b) for m in plan.new for b in m.content) if plan else 0
         # Each compression rewrites the cache; one that frees little would repeat on the next call.
-        if plan is None or removed < s.compress_above_tokens // 4:
+        if plan is None or (removed < s.compress_above_tokens // 4 and not forced):
             return request, 0
         text, cost = await self._summarise(owner, thread_id, turn_id, plan)
         if text is None:

@@ -30,6 +30,7 @@ from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
+    CONTINUE_PROMPT,
     CUT_STOPS,
     Turn,
     add_usage,
@@ -168,6 +169,23 @@ class Agent:
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
+            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+
+    async def continue_cut(self, *, owner: str, thread_id: str, emit: EventSink,
+                           approver: Approver) -> TurnFinished | None:
+        """The "Continue" action: the newest answer was cut (max_tokens or the context window), so ask for
+        the rest; after a window stop the context is compressed first. None if there is nothing to continue."""
+        if self.is_running(thread_id):
+            return None
+        async with self._lock(thread_id):
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            complete = [m for m in messages if not m.incomplete]
+            stop = await usage_store.last_chat_stop(self.deps.db, thread_id=thread_id)
+            if not complete or complete[-1].role != "assistant" or stop not in CUT_STOPS:
+                return None
+            if stop == "model_context_window_exceeded":
+                self.context.compress_next(thread_id)
+            await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": CONTINUE_PROMPT}])
             return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,

@@ -234,3 +234,14 @@ async def on_chat_start() -> None:
 
 async def on_settings_update(values: dict[str, Any]) -> None:
     await settings_panel.changed(await runtime(), _user(), values)
+
+
+async def on_continue(action: cl.Action) -> None:
+    """The "Continue" button under a cut answer: ask the model for the rest (agent.loop.continue_cut)."""
+    rt = await runtime()
+    owner, thread_id = _user(), cl.context.session.thread_id
+    await action.remove()
+    done = await rt.agent.continue_cut(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+    if done is None:
+        await cl.Message(content="Nothing to continue: the newest answer was not cut, or a turn is running.").send()
+    await settings_panel.show(rt, owner)
