@@ -47,6 +47,7 @@ SUMMARY_SYSTEM = (
 _RESULT_CHARS = 1_500  # per tool result in the transcript: enough for the gist, bounded cost
 _TEXT_CHARS = 4_000
 _TRANSCRIPT_CHARS = 120_000  # far below the summary model's context window
+STALE_THINKING = "bound to a different conversation"  # the API's words for thinking whose prefix changed
 COUNT_SLACK_TOKENS = 16  # on top of the percentage margin: a tiny prompt's count rounds the other way too
 
 Emit = Callable[[AgentEvent], Awaitable[None]]
@@ -166,22 +167,37 @@ class ModelContext:
         """After a context-window stop: compress before the next call even below the threshold."""
         self._compress_next.add(thread_id)
 
-    async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> int:
-        """Prompt tokens a chat call reserves for: the API's own count (same system, tools, messages and
-        thinking) plus a margin; the byte estimate when counting is off, fails or is slow. Never raises."""
+    async def prepare(self, *, owner: str, thread_id: str, turn_id: str, messages: list[StoredMessage],
+                      tools: list[dict[str, Any]], emit: Emit, choice: ModelChoice) -> tuple[ModelRequest, int, int]:
+        """(request, cost of any summary made for it, prompt tokens to reserve). When the count finds the
+        thread's thinking bound to an older prefix, that thinking is dropped before the call is made."""
+        request, cost = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id, messages=messages,
+                                               tools=tools, emit=emit)
+        tokens, refusal = await self.reservation_tokens(request, choice)
+        if STALE_THINKING in refusal and self.drop_stale_thinking(thread_id, messages):
+            request, more = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id,
+                                                   messages=messages, tools=tools, emit=emit)
+            tokens, _ = await self.reservation_tokens(request, choice)
+            cost += more
+        return request, cost, tokens
+
+    async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> tuple[int, str]:
+        """(prompt tokens a chat call reserves for, the count's refusal or ""): the API's own count (same
+        system, tools, messages and thinking) plus a margin; the byte estimate when counting is off, fails
+        or is slow. Never raises."""
         s = self.settings
         if not s.count_tokens_enabled:
-            return request.estimated_tokens()
+            return request.estimated_tokens(), ""
         started = time.perf_counter()
         counted = await self.model.count_tokens(model=choice.model, system=request.system, tools=request.tools,
                                                 messages=request.messages, thinking=choice.thinking_config(),
                                                 effort=choice.effort, timeout_s=s.count_tokens_timeout_s)
         self.count_latencies_ms.append((time.perf_counter() - started) * 1000)
-        if counted is None:
+        if counted.tokens is None:
             self.count_fallbacks += 1
-            log.warning("count_tokens failed or timed out: reserving by the byte estimate")
-            return request.estimated_tokens()
-        return -(-counted * (100 + s.count_tokens_margin_pct) // 100) + COUNT_SLACK_TOKENS
+            log.warning("count_tokens failed, refused or timed out: reserving by the byte estimate")
+            return request.estimated_tokens(), counted.refusal
+        return -(-counted.tokens * (100 + s.count_tokens_margin_pct) // 100) + COUNT_SLACK_TOKENS, ""
 
     def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage) -> CacheEvent | None:
         # The API's own count of this prompt: what the next prompt starts from.

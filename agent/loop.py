@@ -21,7 +21,7 @@ from agent import budget as budget_mod
 from agent import egress, thread_model
 from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
-from agent.compress import ModelContext
+from agent.compress import STALE_THINKING, ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
 from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
@@ -49,7 +49,6 @@ from store.values import StoredMessage
 from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
-STALE_THINKING = "bound to a different conversation"
 
 
 @dataclass
@@ -257,15 +256,15 @@ class Agent:
         d, s = self.deps, self.deps.settings
         choice = await thread_model.for_thread(d.db, s, thread_id=thread_id)
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
-        request, summary_cost = await self.context.request_for(
+        # (and the prompt's size from the free count_tokens endpoint, for the reservation)
+        request, summary_cost, prompt_tokens = await self.context.prepare(
             owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
-            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e))
+            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
         turn.cost_nano += summary_cost
         # --- end context ---
         try:
             reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=choice.model,
-                                                 purpose="chat",
-                                                 prompt_tokens=await self.context.reservation_tokens(request, choice),
+                                                 purpose="chat", prompt_tokens=prompt_tokens,
                                                  max_tokens=s.max_tokens,
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:

@@ -33,7 +33,7 @@ from store.db import Database
 from store.model_prefs import thread_settings
 from store.models import ESTIMATE_MARGINS, MODEL_CALLS
 from tests.conftest import APPROVE_ALL, FAST, Recorder
-from tools import default_registry
+from tools import ToolRegistry, default_registry
 
 CHARS_PER_TOKEN = 2.5
 COUNT_UNDER = 0.95  # the counter's own error: it reports 5 % fewer tokens than it bills
@@ -160,3 +160,18 @@ async def test_the_count_is_asked_with_the_calls_own_system_tools_messages_and_t
             assert counted[field] == sent[field], field
     assert (await thread_settings(h.db, thread_id=tid)) is not None
     assert h.agent.context.count_fallbacks == 0
+
+
+async def test_a_count_that_finds_stale_thinking_drops_it_before_the_call_is_made(make_harness, demo_refusals):
+    """count_tokens runs the API's prefix check for free: thinking bound to an older tool set is dropped
+    before the chat call, so no chat call is refused."""
+    demo_refusals.expect("bound to a different conversation")
+    h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),))])
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=Recorder(), approver=APPROVE_ALL)
+    h.agent.deps.registry = ToolRegistry([t for t in default_registry() if t.name != "delete_file"])
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+    assert done.stop_reason == "end_turn"
+    assert [path for _, _, path in demo_refusals.seen] == ["/v1/messages/count_tokens"]
+    assert len(h.server.requests) == 2  # every chat call went through
+    assert not any(b["type"] == "thinking" for b in h.server.requests[1]["messages"][1]["content"])

@@ -45,7 +45,7 @@ def test_clicking_continue_shows_the_rest_of_a_cut_answer(scripted: tuple[Server
     expect(page.get_by_text("The answer was cut at the 300-token limit")).to_be_visible()
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_text(REST)).to_be_visible()
-    first, second = model.requests
+    _first, second = model.requests
     assert second["messages"][-1]["content"][-1]["text"] == CONTINUE_PROMPT
     expect(page.get_by_role("button", name="Continue")).to_have_count(0)  # used once, then gone
     page.context.close()
