@@ -28,8 +28,9 @@ async def show(rt: Runtime, user: str) -> None:
 
 
 async def changed(rt: Runtime, user: str, values: dict[str, Any]) -> None:
-    text = await on_update(rt.db, rt.settings, rt.agent.deps.budget, user=user, values=values)
-    await cl.Message(content=text, author="settings").send()
+    saved, text = await on_update(rt.db, rt.settings, rt.agent.deps.budget, user=user, values=values)
+    # A toast, not a chat message: a message would be stored in (and could create) a thread.
+    await cl.context.emitter.send_toast(text, "success" if saved else "error")
 
 
 async def _widgets(db: Database, settings: Settings, budget: Budget, *, user: str,
@@ -56,16 +57,17 @@ async def send(db: Database, settings: Settings, budget: Budget, *, user: str) -
 
 
 async def on_update(db: Database, settings: Settings, budget: Budget, *, user: str,
-                    values: dict[str, Any]) -> str:
-    """Validate and store the user's choice; the message to show. An invalid one changes nothing."""
+                    values: dict[str, Any]) -> tuple[bool, str]:
+    """Validate and store the user's choice: (saved, what to tell the user). An invalid one changes nothing."""
     current = await thread_model.user_choice(db, settings, budget.prices, user=user)
     model = str(values.get(MODEL) or current.model)
     effort = str(values.get(EFFORT) or current.effort)
     problem = thread_model.check_choice(model, effort, prices=budget.prices, thinking=settings.thinking)
     if problem is not None:
         await send(db, settings, budget, user=user)  # the panel shows the stored choice again
-        return f"Not saved: {problem} Your settings are unchanged ({current.model}, effort {current.effort})."
+        return False, (f"Not saved: {problem} Your settings are unchanged ({current.model}, "
+                       f"effort {current.effort}).")
     await model_prefs.set_user_pref(db, user=user, model=model, effort=effort)
     await send(db, settings, budget, user=user)  # the effort list may differ for the new model
-    return (f"Saved: new threads will use {model} at effort {effort}. "
-            "This thread keeps the model and effort it started with.")
+    return True, (f"Saved: new threads will use {model} at effort {effort}. "
+                  "This thread keeps the model and effort it started with.")
