@@ -30,5 +30,5 @@ def test_the_panel_shows_the_choice_and_the_budget_left_and_opening_it_creates_n
     expect(page.get_by_text("Model for new threads")).to_be_visible()
     expect(page.get_by_text("Effort for new threads")).to_be_visible()
     expect(page.locator("#tollgate_budget_left")).to_have_value(
-        "$1.0000 left today (of $1.0000); $10.00 left this month (of $10.00)")
+        "$1.00 left today (of $1.00); $10.00 left this month (of $10.00)")
     page.context.close()
