@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import budget as budget_mod
-from agent import egress
+from agent import egress, thread_model
 from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
-from agent.compress import ModelContext
+from agent.compress import STALE_THINKING, ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
 from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
@@ -30,6 +30,7 @@ from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
+    CONTINUE_PROMPT,
     CUT_STOPS,
     Turn,
     add_usage,
@@ -48,7 +49,6 @@ from store.values import StoredMessage
 from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
-STALE_THINKING = "bound to a different conversation"
 
 
 @dataclass
@@ -111,6 +111,9 @@ class Agent:
                 await thread_store.rename_thread(self.deps.db, owner=owner, thread_id=thread_id,
                                                  title=" ".join(text.split())[:60])
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            # Model, effort and thinking are fixed when a thread starts (agent/thread_model.py).
+            await thread_model.fix_for_thread(self.deps.db, s, self.deps.budget.prices, user=owner,
+                                              thread_id=thread_id, new=not messages)
             turn = Turn(id=uuid.uuid4().hex)
             if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
                 await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
@@ -165,6 +168,23 @@ class Agent:
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
+            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+
+    async def continue_cut(self, *, owner: str, thread_id: str, emit: EventSink,
+                           approver: Approver) -> TurnFinished | None:
+        """The "Continue" action: the newest answer was cut (max_tokens or the context window), so ask for
+        the rest; after a window stop the context is compressed first. None if there is nothing to continue."""
+        if self.is_running(thread_id):
+            return None
+        async with self._lock(thread_id):
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            complete = [m for m in messages if not m.incomplete]
+            stop = await usage_store.last_chat_stop(self.deps.db, thread_id=thread_id)
+            if not complete or complete[-1].role != "assistant" or stop not in CUT_STOPS:
+                return None
+            if stop == "model_context_window_exceeded":
+                self.context.compress_next(thread_id)
+            await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": CONTINUE_PROMPT}])
             return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
@@ -234,15 +254,17 @@ class Agent:
                           turn: Turn, *, retry_stale: bool = True) -> bool:
         """One model call with its reservation; stores the answer. False when the turn must stop."""
         d, s = self.deps, self.deps.settings
+        choice = await thread_model.for_thread(d.db, s, thread_id=thread_id)
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
-        request, summary_cost = await self.context.request_for(
+        # (and the prompt's size from the free count_tokens endpoint, for the reservation)
+        request, summary_cost, prompt_tokens = await self.context.prepare(
             owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
-            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e))
+            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
         turn.cost_nano += summary_cost
         # --- end context ---
         try:
-            reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=s.model,
-                                                 purpose="chat", prompt_tokens=request.estimated_tokens(),
+            reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=choice.model,
+                                                 purpose="chat", prompt_tokens=prompt_tokens,
                                                  max_tokens=s.max_tokens,
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:
@@ -261,9 +283,10 @@ class Agent:
             await safe_emit(emit, ThinkingDelta(delta, block))
 
         try:
-            result = await d.model.stream(model=s.model, max_tokens=s.max_tokens, system=request.system,
+            result = await d.model.stream(model=choice.model, max_tokens=s.max_tokens, system=request.system,
                                           tools=request.tools, messages=request.messages, on_text=on_text,
-                                          progress=progress, thinking=s.thinking_config(), effort=s.effort,
+                                          progress=progress, thinking=choice.thinking_config(),
+                                          effort=choice.effort,
                                           on_thinking=on_thinking)
         except ModelError as e:
             if retry_stale and e.kind == "invalid_request" and STALE_THINKING in e.message \
@@ -273,7 +296,7 @@ class Agent:
             used = with_streamed_output(e.partial_usage, e.partial_text)
             cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
             turn.cost_nano += cost
-            trace_model_call(d.trace, owner, thread_id, turn.id, s.model, used, cost, stop_reason=None,
+            trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, used, cost, stop_reason=None,
                              ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind)
             turn.usage = add_usage(turn.usage, used)
             turn.calls += 1
@@ -287,7 +310,7 @@ class Agent:
         cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                      ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
         turn.cost_nano += cost
-        trace_model_call(d.trace, owner, thread_id, turn.id, s.model, result.usage, cost,
+        trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, result.usage, cost,
                          stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
                          retries=result.retries, error=None)
         self.context.observe(thread_id, request, result.usage)  # counts and logs cache breaks

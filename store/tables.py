@@ -4,5 +4,6 @@ A module that defines tables adds itself here (migrations' autogenerate and the 
 
 from store import (
     door_tables,  # noqa: F401  (login failures and session cut-offs)
+    model_prefs,  # noqa: F401  (users' model choices, threads' fixed model settings)
     models,  # noqa: F401
 )

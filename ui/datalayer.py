@@ -139,6 +139,8 @@ class StoreDataLayer(BaseDataLayer):
         owner, thread_id = _session_user(), s.get("threadId")
         if owner is None or not thread_id:
             return
+        if s.get("type") == "run" and s.get("name") == "on_chat_start":
+            return  # chainlit wraps on_chat_start in a step: storing it would create a thread per page opened
         values = {"name": s.get("name") or "", "type": s.get("type") or "", "parent_id": s.get("parentId"),
                   "input": _text(s.get("input")), "output": _text(s.get("output")),
                   "is_error": bool(s.get("isError")), "created_at": s.get("createdAt"), "start": s.get("start"),

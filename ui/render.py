@@ -33,6 +33,7 @@ from ui.streaming import DeltaBatcher
 
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
 APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
+CONTINUE = "tollgate_continue"
 # At most one socket update per interval; 0 sends every delta (only for the streaming benchmark's baseline).
 INCOMPLETE_MARK = "\n\n*(incomplete: the answer was cut off here)*"
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
@@ -73,8 +74,8 @@ class ChatRenderer:
                     self._batcher = DeltaBatcher(self._stream_clean, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
                 await self._batcher.add(text)
-            case AssistantMessageDone():
-                await self._end_message()
+            case AssistantMessageDone(incomplete=cut):
+                await self._end_message(cut=cut)
             case AnswerKept(text=text):
                 await self._keep_step(text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
@@ -112,6 +113,8 @@ class ChatRenderer:
             case Notice() as n:
                 await self._end_message()
                 actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []
+                if n.continuable:  # a cut answer: the rest is one click away (agent.loop.continue_cut)
+                    actions.append(cl.Action(name=CONTINUE, payload={}, label="Continue"))
                 await cl.Message(content=cards.notice_text(n), actions=actions).send()
             case UsageReport() as u:
                 await cl.Message(content=cards.usage_line(u), author="usage").send()
@@ -161,13 +164,14 @@ class ChatRenderer:
         step.end = datetime.now(UTC).isoformat()
         await step.update()
 
-    async def _end_message(self) -> None:
+    async def _end_message(self, *, cut: bool = False) -> None:
         await self._end_thinking()
         if self._batcher is not None:
             await self._batcher.close()
         if self._msg is not None:
             self._clean.finish()
-            self._msg.content = self._clean.sent  # the whole answer, sanitised, replaces what streamed
+            # the whole answer, sanitised, replaces what streamed; a cut one says so
+            self._msg.content = self._clean.sent + (INCOMPLETE_MARK if cut else "")
             await self._msg.send()
         self._msg, self._batcher = None, None
 
