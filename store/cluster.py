@@ -97,7 +97,8 @@ async def acquire_lease(db: Database, *, thread_id: str, holder: str, alive_sinc
         if row is not None:
             return int(row.epoch)
         new = _upsert(conn, _lease).values(thread_id=thread_id, holder=holder, epoch=1, acquired_at=now)
-        if conn.execute(new.on_conflict_do_nothing(index_elements=["thread_id"])).rowcount:
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
+        if conn.execute(new.on_conflict_do_nothing(index_elements=["thread_id"]).returning(_lease.c.epoch)).first():
             return 1
         return None
 
@@ -157,7 +158,8 @@ async def ensure_resume(db: Database, *, thread_id: str, owner: str, at: float) 
 
     def put(conn: Connection) -> bool:
         stmt = _upsert(conn, _due).values(thread_id=thread_id, owner=owner, due_at=at, version=secrets.randbits(31))
-        return bool(conn.execute(stmt.on_conflict_do_nothing(index_elements=["thread_id"])).rowcount)
+        return conn.execute(stmt.on_conflict_do_nothing(index_elements=["thread_id"]).returning(_due.c.version)
+                            ).first() is not None
 
     return await db.transact(put)
 
