@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import psycopg
 import pytest
 
 from agent.cluster import Membership, Timing
@@ -19,45 +15,20 @@ from store import usage as usage_store
 from store.db import Database
 from store.notify import PgListener
 from store.usage import SpendLimit, TokenUsage
-from tests.cluster import Postgres
-from tests.conftest import open_test_db
 
 BIG = [SpendLimit("daily", "user_day", 10**15)]
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = Postgres().start()
-    yield pg
-    pg.stop(remove=True)
+pytestmark = pytest.mark.both_backends
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    """A fresh database: a SQLite file, or a new database in the module's PostgreSQL cluster."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'tollgate.db'}"
-        return
-    pg: Postgres = request.getfixturevalue("postgres")
-    name = "t" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg.libpq, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield pg.url.rsplit("/", 1)[0] + "/" + name
-
-
-async def open_db(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Database:
-    monkeypatch.setenv("TOLLGATE_DATABASE_URL", url)
-    return await open_test_db(tmp_path / "data", users=("alice",))
-
-
-async def second_connection(url: str) -> Database:
-    """Another process's view: its own engine and connections."""
-    return Database(url)
+def other_process(db: Database) -> Database:
+    """Another process's view of the same database: its own engine and connections."""
+    return Database(db.url)
 
 
 async def test_a_lease_has_one_live_holder_and_a_former_holder_cannot_release_its_successor(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = await open_db(url, tmp_path, monkeypatch)
+        db: Database) -> None:
     now = time.time()
     for p in ("pa", "pb"):
         await cluster_store.register_process(db, process_id=p, host="h", pid=1, now=now)
@@ -75,13 +46,11 @@ async def test_a_lease_has_one_live_holder_and_a_former_holder_cannot_release_it
     assert not await cluster_store.release_lease(db, thread_id="t1", holder="pa", epoch=1)
     assert await cluster_store.lease_holder(db, thread_id="t1", alive_since=later - 15) == "pb"
     assert await cluster_store.release_lease(db, thread_id="t1", holder="pb", epoch=2)
-    await db.close()
 
 
 async def test_one_turn_at_a_time_per_thread_across_processes(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = await open_db(url, tmp_path, monkeypatch)
-    other = await second_connection(url)
+        db: Database) -> None:
+    other = other_process(db)
     members = [Membership(db), Membership(other)]
     for m in members:
         await cluster_store.register_process(m.db, process_id=m.id, host="h", pid=1, now=time.time())
@@ -100,13 +69,11 @@ async def test_one_turn_at_a_time_per_thread_across_processes(
     await asyncio.gather(*(turn(i) for i in range(8)))
     assert most == 1 and sorted(order) == list(range(8))
     await other.close()
-    await db.close()
 
 
 async def test_a_due_resume_is_claimed_exactly_once_among_many_processes(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = await open_db(url, tmp_path, monkeypatch)
-    peers = [await second_connection(url) for _ in range(6)]
+        db: Database) -> None:
+    peers = [other_process(db) for _ in range(6)]
     now = time.time()
     for i in range(20):
         await cluster_store.request_resume(db, thread_id=f"t{i}", owner="alice", at=now - 1, now=now)
@@ -122,12 +89,10 @@ async def test_a_due_resume_is_claimed_exactly_once_among_many_processes(
     assert sorted(won) == sorted(f"t{i}" for i in range(20))  # each once, none lost
     for peer in peers:
         await peer.close()
-    await db.close()
 
 
 async def test_a_request_made_while_a_claim_runs_is_kept_and_the_earlier_time_wins(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = await open_db(url, tmp_path, monkeypatch)
+        db: Database) -> None:
     now = time.time()
     await cluster_store.request_resume(db, thread_id="t", owner="alice", at=now - 1, now=now)
     [due] = await cluster_store.due_resumes(db, now=now, alive_since=0)
@@ -137,15 +102,13 @@ async def test_a_request_made_while_a_claim_runs_is_kept_and_the_earlier_time_wi
     await cluster_store.finish_resume(db, thread_id="t", version=due.version)
     [again] = await cluster_store.due_resumes(db, now=now, alive_since=0)  # not deleted; earlier due time kept
     assert again.version != due.version and again.due_at == due.due_at
-    await db.close()
 
 
 async def test_the_sweeper_closes_only_the_reservations_of_a_dead_process(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        db: Database) -> None:
     """Start-up used to charge every open reservation ("no call is in flight at start-up"), which on a shared
     database closes a live peer's calls; now a process's start leaves them alone and only a dead one's go."""
-    db = await open_db(url, tmp_path, monkeypatch)
-    peer_db = await second_connection(url)
+    peer_db = other_process(db)
     live_peer, dead_peer = Membership(peer_db), Membership(db)
     keys = {}
     for m in (live_peer, dead_peer):
@@ -154,7 +117,7 @@ async def test_the_sweeper_closes_only_the_reservations_of_a_dead_process(
         keys[m.id] = await usage_store.reserve(m.db, user="alice", thread_id=None, turn_id="t", model="m",
                                                purpose="chat", amount_nanousd=1000, tokens=10, limits=BIG)
     await cluster_store.heartbeat(db, process_id=dead_peer.id, now=time.time() - 60)  # it stopped beating
-    starting = await second_connection(url)
+    starting = other_process(db)
     newcomer = Membership(starting, Timing(heartbeat_s=3600))
     await newcomer.start()
     if db.is_sqlite:  # one process per SQLite file: an earlier registration is a former self, all its work goes
@@ -163,17 +126,16 @@ async def test_the_sweeper_closes_only_the_reservations_of_a_dead_process(
         assert await usage_store.settle(peer_db, key=keys[live_peer.id], usage=TokenUsage(), cost_nanousd=1)
     assert not await usage_store.settle(db, key=keys[dead_peer.id], usage=TokenUsage(), cost_nanousd=1)
     await newcomer.close()
-    for d in (starting, peer_db, db):
+    for d in (starting, peer_db):
         await d.close()
 
 
 async def test_a_wakeup_reaches_another_process_through_listen_notify(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if url.startswith("sqlite"):
+        db: Database) -> None:
+    if db.is_sqlite:
         pytest.skip("NOTIFY is PostgreSQL's; SQLite has one process")
-    db = await open_db(url, tmp_path, monkeypatch)
     got: asyncio.Queue[str] = asyncio.Queue()
-    listener = PgListener(url, got.put_nowait)
+    listener = PgListener(db.url, got.put_nowait)
     listener.start()
     await asyncio.wait_for(listener.connected.wait(), 30)
     assert await asyncio.wait_for(got.get(), 30) == ""  # the look-once after (re)connecting
@@ -184,4 +146,3 @@ async def test_a_wakeup_reaches_another_process_through_listen_notify(
     await cluster_store.request_resume(db, thread_id="t-live2", owner="alice", at=time.time(), now=time.time())
     assert await asyncio.wait_for(got.get(), 30) == "t-live2"
     await listener.close()
-    await db.close()

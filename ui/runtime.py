@@ -24,6 +24,7 @@ from store import records
 from store.db import Database
 from store.limits import StoreLimits
 from store.notify import PgListener
+from store.schema import SchemaError
 from tools import default_registry
 from ui.setup import SharedSettingMissing
 
@@ -59,7 +60,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         raise SharedSettingMissing("TOLLGATE_WORKSPACES is required when TOLLGATE_DATABASE_URL is PostgreSQL: "
                                    "every app process must see the same users' files (a shared directory; "
                                    "README \"Past one machine\")")
-    await db.create_schema()
+    try:
+        await db.upgrade_schema()
+    except SchemaError as e:  # a schema from a newer Tollgate, or one it does not recognise: do not start
+        log.critical("cannot start on this database: %s", e)
+        await db.close()
+        raise
     db.limits = StoreLimits(max_threads_per_user=settings.max_threads_per_user,
                             max_message_chars=settings.max_user_message_chars, max_step_chars=settings.max_step_chars)
     if settings.retention_days is not None:
