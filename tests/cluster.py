@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.conftest import BIN, ROOT, Server, free_port, start_server, stop_server
+from tests.e2e.conftest import ROOT, Server, free_port, start_server, stop_server
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -154,10 +154,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
     while True:  # readiness is an observable event: the first 200
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer")
         time.sleep(0.1)  # poll interval of the probe, not a wait for state
