@@ -178,13 +178,17 @@ class Cluster:
         return self.proxy.url
 
     def cli(self, *args: str, stdin: str = "") -> str:
-        return next(iter(self.apps.values())).cli(*args, stdin=stdin)
+        return next(s for s in self.apps.values() if s.proc.poll() is None).cli(*args, stdin=stdin)
+
+    def port_of(self, name: str) -> int:
+        return int(self.apps[name].url.rsplit(":", 1)[1])
 
     def workspace(self, user: str) -> Path:
         return self.base / "workspaces" / user
 
-    def start_app(self, name: str, extra_env: dict[str, str] | None = None) -> Server:
-        self.apps[name] = start_server(self.base / f"app-{name}", {**self.env, **(extra_env or {})})
+    def start_app(self, name: str, extra_env: dict[str, str] | None = None, port: int | None = None) -> Server:
+        self.apps[name] = start_server(self.base / f"app-{name}", {**self.env, **(extra_env or {})}, port=port,
+                                       ready_timeout_s=300)  # several start together on a shared machine
         return self.apps[name]
 
     def stop(self) -> None:
@@ -229,9 +233,45 @@ def running(base: Path, *, apps: int = 2, port: int | None = None, model_url: st
         cluster.stop()
 
 
+def race(url: str, user: str, sessions: int, amount: int, cap: int) -> None:
+    """One process of a budget race: `sessions` concurrent reservations of `amount` against a daily `cap`,
+    started when a line arrives on stdin (so two processes start together); prints how many were admitted."""
+    import asyncio
+
+    from store import usage as usage_store
+    from store.db import Database
+    from store.usage import LimitReached, SpendLimit
+
+    async def run() -> int:
+        db = Database(url)
+        limits = [SpendLimit("daily", "user_day", cap)]
+
+        async def one(i: int) -> bool:
+            try:
+                await usage_store.reserve(db, user=user, thread_id=None, turn_id=f"race-{os.getpid()}-{i}",
+                                          model="m", purpose="chat", amount_nanousd=amount, tokens=1, limits=limits)
+                return True
+            except LimitReached:
+                return False
+
+        async with db.read() as conn:  # connections open before the start: the race is the reservations
+            await conn.exec_driver_sql("SELECT 1")
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        admitted = sum(await asyncio.gather(*(one(i) for i in range(sessions))))
+        await db.close()
+        return admitted
+
+    print(asyncio.run(run()), flush=True)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["serve-model"]:
         serve_model()
+        return
+    if sys.argv[1:2] == ["race"]:
+        url, user, *numbers = sys.argv[2:]
+        race(url, user, *(int(n) for n in numbers))
         return
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--apps", type=int, default=2)

@@ -4,7 +4,10 @@ agent/wakeups.py), on SQLite and on a real throwaway PostgreSQL: every "exactly 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from store.db import Database
 from store.notify import PgListener
 from store.usage import SpendLimit, TokenUsage
 
+ROOT = Path(__file__).resolve().parents[1]
 BIG = [SpendLimit("daily", "user_day", 10**15)]
 
 
@@ -146,3 +150,24 @@ async def test_a_wakeup_reaches_another_process_through_listen_notify(
     await cluster_store.request_resume(db, thread_id="t-live2", owner="alice", at=time.time(), now=time.time())
     assert await asyncio.wait_for(got.get(), 30) == "t-live2"
     await listener.close()
+
+
+@pytest.mark.parametrize("sessions", [10, 50])
+async def test_a_budget_race_across_two_processes_overspends_nothing(db: Database, sessions: int) -> None:
+    """Two OS processes, each with its own engine, reserve for one user at the same moment."""
+    if db.is_sqlite:
+        pytest.skip("one process per SQLite file")
+    amount, fits = 1_000_000, 7
+    cap = amount * fits + amount // 2
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.cluster", "race", db.url, "alice", str(sessions),
+                               str(amount), str(cap)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    admitted = [int(p.communicate(timeout=300)[0].strip()) for p in procs]
+    held = await usage_store.spent(db, scope="user_day", user="alice")
+    assert sum(admitted) == fits and held == fits * amount <= cap  # overspend 0, nothing refused that fitted
