@@ -43,7 +43,7 @@ class Timing:
 class Membership:
     def __init__(self, db: Database, timing: Timing | None = None) -> None:
         self.db = db
-        self.timing = timing or Timing()
+        self.timing = timing or Timing.from_env()
         self.id = secrets.token_hex(6)
         self._task: asyncio.Task[None] | None = None
 

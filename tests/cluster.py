@@ -84,8 +84,9 @@ class ModelProcess:
 
     @classmethod
     def start(cls, log: Path) -> ModelProcess:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.cluster", "serve-model"], cwd=ROOT, text=True,
-                                stdout=subprocess.PIPE, stderr=log.open("w"))
+        with log.open("w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "tests.cluster", "serve-model"], cwd=ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()  # the process prints its address once it accepts connections
         if not url.startswith("http"):
@@ -95,6 +96,8 @@ class ModelProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=15)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def serve_model() -> None:
@@ -138,8 +141,8 @@ class Haproxy:
                             for name, p in apps.items())
         cfg = base / "haproxy.cfg"
         cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))
-        proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=(base / "haproxy.log").open("wb"),
-                                stderr=subprocess.STDOUT)
+        with (base / "haproxy.log").open("wb") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         _wait_http(url + "/", proc)
         return cls(proc, url)

@@ -171,3 +171,25 @@ async def test_a_budget_race_across_two_processes_overspends_nothing(db: Databas
     admitted = [int(p.communicate(timeout=300)[0].strip()) for p in procs]
     held = await usage_store.spent(db, scope="user_day", user="alice")
     assert sum(admitted) == fits and held == fits * amount <= cap  # overspend 0, nothing refused that fitted
+
+
+def test_with_postgresql_the_auth_secret_must_be_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret made per data dir would sign sessions only that process accepts: refuse to start instead."""
+    from ui.setup import SharedSettingMissing, ensure_auth_secret
+
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with pytest.raises(SharedSettingMissing, match="CHAINLIT_AUTH_SECRET is required"):
+        ensure_auth_secret(tmp_path / "data")
+    assert not (tmp_path / "data" / "auth_secret").exists()
+
+
+async def test_with_postgresql_the_workspaces_dir_must_be_named(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config import Settings
+    from ui.runtime import build_runtime
+    from ui.setup import SharedSettingMissing
+
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with pytest.raises(SharedSettingMissing, match="TOLLGATE_WORKSPACES is required"):
+        await build_runtime(Settings(data_dir=tmp_path / "data"))
