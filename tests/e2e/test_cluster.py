@@ -5,6 +5,7 @@ showed a pending card loses nothing and runs the tool once; a deadline fires onc
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -25,7 +26,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     model = DemoModelServer(settings=DemoSettings(first_token_delay_s=0.02, tokens_per_second=400))
     try:
         with running(tmp_path_factory.mktemp("cluster"), apps=2, model_url=model.start(),
-                     extra_env={"TOLLGATE_APPROVAL_TIMEOUT_S": str(APPROVAL_TIMEOUT_S)}) as c:
+                     extra_env={"TOLLGATE_APPROVAL_TIMEOUT_S": str(APPROVAL_TIMEOUT_S),
+                                # a killed process's lease (if it died before releasing it) is free sooner
+                                "TOLLGATE_DEAD_AFTER_S": "8"}) as c:
             c.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
             c.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
             yield c
@@ -68,6 +71,15 @@ def runs_of(cluster: Cluster, thread_id: str, tool: str) -> int:
     return int(str(n))
 
 
+def finished_run(cluster: Cluster, thread_id: str, tool: str, timeout_s: float = 60) -> None:
+    """The step shows when a tool starts; its row says when it finished (the page gives no event for that)."""
+    deadline = time.monotonic() + timeout_s
+    query = "SELECT count(*) FROM tool_calls WHERE thread_id = %s AND tool = %s AND status <> 'running'"
+    while sql(cluster, query, thread_id, tool) == [(0,)]:
+        assert time.monotonic() < deadline, f"{tool} did not finish"
+        time.sleep(0.05)  # poll interval of the probe, not a wait for state
+
+
 def test_an_operator_on_the_other_process_continues_alices_turn_live(cluster: Cluster, browser: Browser) -> None:
     notes = cluster.workspace("alice") / "notes"
     notes.mkdir(parents=True, exist_ok=True)
@@ -83,6 +95,7 @@ def test_an_operator_on_the_other_process_continues_alices_turn_live(cluster: Cl
     # the decision was written on b; the turn runs on a, where alice's socket is, and renders there live
     expect(alice.get_by_text("Approved by olga")).to_be_visible()
     expect(alice.locator("#step-delete_file").last).to_be_visible()
+    finished_run(cluster, thread_id, "delete_file")
     assert not (notes / "groceries.txt").exists()
     assert runs_of(cluster, thread_id, "delete_file") == 1
     assert (pinned_to(alice), pinned_to(console)) == ("a", "b")  # neither browser ever moved
@@ -122,7 +135,8 @@ def test_kill9_of_the_process_holding_a_pending_card(cluster: Cluster, browser: 
         expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible()
         assert pinned_to(alice) == "b"
         alice.get_by_role("button", name="Approve", exact=True).click()
-        expect(alice.locator("#step-write_file").last).to_be_visible()
+        expect(alice.locator("#step-write_file").last).to_be_visible(timeout=60_000)
+        finished_run(cluster, thread_id, "write_file")
         note = cluster.workspace("alice") / "notes" / "survivor.txt"
         assert note.read_text() == "still here"
         assert runs_of(cluster, thread_id, "write_file") == 1
