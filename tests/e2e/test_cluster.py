@@ -17,6 +17,7 @@ from tests.cluster import Cluster, running
 from tests.e2e.conftest import PASSWORD, send
 
 pytestmark = pytest.mark.browser
+SLOW_MS = 60_000  # a model call with thinking, on a 2-core machine shared with several test runs
 APPROVAL_TIMEOUT_S = 60  # long enough for a loaded machine to reach the operator; the deadline test waits it out
 
 
@@ -86,14 +87,14 @@ def test_an_operator_on_the_other_process_continues_alices_turn_live(cluster: Cl
     (notes / "groceries.txt").write_text("milk")
     alice = login_on(browser, cluster, "alice", "a")
     send(alice, "delete groceries")
-    expect(alice.get_by_text("Waiting for an operator to decide.")).to_be_visible()
+    expect(alice.get_by_text("Waiting for an operator to decide.")).to_be_visible(timeout=SLOW_MS)
     _, thread_id = pending_of(cluster, "alice", "delete_file")
     console = login_on(browser, cluster, "olga", "b")
     console.goto("/operator")
     card = console.locator("[data-approval]").filter(has_text="delete_file — alice")
     card.get_by_role("button", name="Approve", exact=True).click()
     # the decision was written on b; the turn runs on a, where alice's socket is, and renders there live
-    expect(alice.get_by_text("Approved by olga")).to_be_visible()
+    expect(alice.get_by_text("Approved by olga")).to_be_visible(timeout=SLOW_MS)
     expect(alice.locator("#step-delete_file").last).to_be_visible()
     finished_run(cluster, thread_id, "delete_file")
     assert not (notes / "groceries.txt").exists()
@@ -106,7 +107,7 @@ def test_an_operator_on_the_other_process_continues_alices_turn_live(cluster: Cl
 def test_a_deadline_with_both_processes_up_expires_the_call_once(cluster: Cluster, browser: Browser) -> None:
     alice = login_on(browser, cluster, "alice", "b")
     send(alice, "save a note called late: nobody decides")
-    expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible(timeout=SLOW_MS)
     approval_id, thread_id = pending_of(cluster, "alice", "write_file")
     # nobody decides: at the deadline one process resumes the thread, the card says so, the model hears it once
     expect(alice.get_by_text("⌛ Expired — not run")).to_be_visible(timeout=(APPROVAL_TIMEOUT_S + 60) * 1000)
@@ -123,7 +124,7 @@ def test_a_deadline_with_both_processes_up_expires_the_call_once(cluster: Cluste
 def test_kill9_of_the_process_holding_a_pending_card(cluster: Cluster, browser: Browser) -> None:
     alice = login_on(browser, cluster, "alice", "a")
     send(alice, "save a note called survivor: still here")
-    expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible(timeout=SLOW_MS)
     _, thread_id = pending_of(cluster, "alice", "write_file")
     port = cluster.port_of("a")
     victim = cluster.apps["a"]
@@ -132,7 +133,7 @@ def test_kill9_of_the_process_holding_a_pending_card(cluster: Cluster, browser: 
     try:
         # alice reloads her thread: haproxy sends her to the survivor, which shows the card from the store
         alice.goto(f"/thread/{thread_id}")
-        expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+        expect(alice.get_by_role("button", name="Approve", exact=True)).to_be_visible(timeout=SLOW_MS)
         assert pinned_to(alice) == "b"
         alice.get_by_role("button", name="Approve", exact=True).click()
         expect(alice.locator("#step-write_file").last).to_be_visible(timeout=60_000)
