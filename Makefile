@@ -28,12 +28,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
-# Debian's haproxy and PostgreSQL for `make cluster` and the multi-process tests, installed when missing.
+# Debian's haproxy for `make cluster` and the multi-process tests, installed when missing.
 haproxy:
 	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null; fi; }
 
+# Debian's PostgreSQL binaries for the tests on PostgreSQL: tests/pg_cluster.py starts a throwaway cluster
+# with them (no service is enabled or used). Only installed when no /usr/lib/postgresql/*/bin/initdb exists.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \

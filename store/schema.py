@@ -59,6 +59,14 @@ class SchemaUpgrade:
     adopted: bool  # a pre-migration database was checked against the baseline and stamped
 
 
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Autogenerate leaves alone what the migrations make by hand: the search indexes (SQLite's FTS5 table and
+    its shadow tables, PostgreSQL's expression index)."""
+    if type_ == "table" and name is not None and name.startswith("message_search"):
+        return False
+    return not (type_ == "index" and name == "ix_messages_search")
+
+
 def _config(conn: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

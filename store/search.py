@@ -4,7 +4,8 @@ Only `text` blocks are indexed (what the user and the model wrote), not tool inp
 index is a plain FTS5 table keyed by the message's rowid (made by the baseline migration,
 store/migrations/versions/0001_baseline.py); triggers on `messages` keep it current, so every write path
 (append, a streaming answer updated in place, a cascade delete) is covered without the store having to
-remember it. PostgreSQL (no FTS5) falls back to a LIKE scan of the owner's threads.
+remember it. On PostgreSQL: its own text search, a GIN index on to_tsvector('simple', message_text(content_json))
+(migration 0003), queried with the same expression.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ def fts_query(search: str) -> str | None:
     return " AND ".join(quoted)
 
 
+def ts_query(search: str) -> str | None:
+    """The user's words as a PostgreSQL tsquery: every word (each a quoted lexeme, so `&`, `|`, `!` and
+    quotes typed by the user are only text), the last as a prefix. None when nothing searchable is left."""
+    words = [w for w in re.split(r"\s+", search.strip()) if w]
+    if not words:
+        return None
+    quoted = ["'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in words]
+    quoted[-1] += ":*"
+    return " & ".join(quoted)
+
+
+# The indexed expression of migration 0003: the query must repeat it exactly for the GIN index to be used.
+_PG_DOCUMENT = func.to_tsvector(literal_column("'simple'::regconfig"), func.message_text(MESSAGES.c.content_json))
+
+
 def thread_matches(search: str, *, owner_id: Any, sqlite: bool) -> ColumnElement[bool]:
     """A condition on `threads`: the title or a message of the thread contains the words."""
     own = select(THREADS.c.id).where(THREADS.c.owner_id == owner_id)  # never match in others' threads
@@ -37,8 +53,8 @@ def thread_matches(search: str, *, owner_id: Any, sqlite: bool) -> ColumnElement
     if query is None:
         return title_hit
     if not sqlite:
-        in_text = func.lower(MESSAGES.c.content_json).contains(search.lower(), autoescape=True)
-        hits = select(MESSAGES.c.thread_id).where(MESSAGES.c.thread_id.in_(own), in_text)
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), ts_query(search))
+        hits = select(MESSAGES.c.thread_id).where(MESSAGES.c.thread_id.in_(own), _PG_DOCUMENT.op("@@")(tsquery))
         return title_hit | THREADS.c.id.in_(hits)
     index = table("message_search", column("thread_id"))
     fts_hits = select(index.c.thread_id).where(literal_column("message_search").op("MATCH")(query),

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 import store.tables  # noqa: F401  (every table on SQLModel.metadata, for autogenerate)
+from store.schema import include_object
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
@@ -16,7 +17,8 @@ context.configure(
     connection=connection,
     target_metadata=SQLModel.metadata,
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
-    compare_type=True,
+    compare_type=connection.dialect.name != "sqlite",  # SQLite: INTEGER is BIGINT; types are affinities
+    include_object=include_object,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -1,8 +1,8 @@
 """Several app processes on one database: process registry, thread leases, thread watchers, due resumes
 (store/cluster_tables.py). New tables only; nothing existing changes.
 
-Revision ID: 0002_cluster
-Revises: 0001_baseline
+Revision ID: 0004_cluster
+Revises: 0003_postgres_search
 Create Date: 2026-11-30
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0002_cluster'
-down_revision: str | None = '0001_baseline'
+revision: str = '0004_cluster'
+down_revision: str | None = '0003_postgres_search'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
