@@ -46,9 +46,12 @@ postgres:
 cluster: $(VENV)/.installed haproxy postgres
 	$(BIN)/python -m tests.cluster --apps 2 --port $(PORT) --dir data/cluster
 
+# The bundled MCP example (a SQLite task list, examples/mcp.toml) starts with the app; override or set it empty.
+TOLLGATE_MCP_CONFIG ?= examples/mcp.toml
+
 run: $(VENV)/.installed
 	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
-	CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
+	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed browser haproxy postgres
 	$(BIN)/ruff check .

@@ -26,6 +26,8 @@ from store.limits import StoreLimits
 from store.notify import PgListener
 from store.schema import SchemaError
 from tools import default_registry
+from tools.extra import extra_tools
+from tools.mcp import McpServers, load_config
 from ui.setup import SharedSettingMissing
 
 log = logging.getLogger("tollgate")
@@ -38,10 +40,13 @@ class Runtime:
     agent: Agent
     demo: DemoModelServer | None
     listener: PgListener | None = None
+    mcp: McpServers | None = None
 
     async def close(self) -> None:
         if self.listener is not None:
             await self.listener.close()
+        if self.mcp is not None:
+            await self.mcp.close()
         await self.agent.close()
         await self.agent.member.close()
         await self.db.close()
@@ -81,7 +86,11 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
-    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
+    registry = default_registry()
+    registry.add(extra_tools())  # TOLLGATE_TOOL_MODULES and the "tollgate.tools" entry points
+    mcp = McpServers(load_config(), timeout_s=settings.tool_timeout_s)  # TOLLGATE_MCP_CONFIG
+    registry.add(await mcp.start(on_late_tools=registry.add))
+    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=registry,
                      budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
                      trace=trace)
     agent = Agent(deps)
@@ -96,7 +105,7 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         listener = PgListener(db.url, agent.dispatcher.poke)
         listener.start()
     agent.dispatcher.start()
-    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener)
+    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener, mcp=mcp)
     from ui import live  # ui.live builds on this module
 
     live.attach(rt)
