@@ -80,6 +80,10 @@ class Settings(BaseSettings):
             return {"type": "between_tools"}
         return {"type": "adaptive", "display": self.thinking_display}
 
+    # Where users' files live. Every app process of one deployment must see the same directory (a shared
+    # mount), so it is required when the database is PostgreSQL (README "Past one machine").
+    workspaces: Path | None = None
+
     @property
     def workspaces_dir(self) -> Path:
-        return self.data_dir / "workspaces"
+        return self.workspaces if self.workspaces is not None else self.data_dir / "workspaces"

@@ -65,6 +65,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.limits = StoreLimits()  # per-user limits, set from the settings by the app
+        # Reservation keys start with the id of the process that made them, so a sweeper can close exactly
+        # the reservations of a process known dead (store/cluster.py); "" outside an app process.
+        self.key_prefix = ""
         self._writer: Engine | None = None
         self._write_conn: Connection | None = None  # only touched on the writer thread
         self._write_thread: ThreadPoolExecutor | None = None

@@ -166,7 +166,7 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
             need = {"thread_tokens": tokens, "thread_calls": 1, "turn_calls": 1}.get(limit.scope, amount_nanousd)
             if used + need > limit.cap:
                 raise LimitReached(limit, used, held)
-        key = uuid.uuid4().hex
+        key = db.key_prefix + uuid.uuid4().hex
         conn.execute(_RESERVE, {"p_key": key, "p_user_id": usage.user_id, "p_thread_id": thread_id,
                                 "p_turn_id": turn_id, "p_model": model, "p_purpose": purpose,
                                 "p_amount": amount_nanousd, "p_tokens": tokens, "p_now": now, "p_day": day,

@@ -209,8 +209,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
 
     after_resumed_history(cards)
     if pending:
-        rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
-                                emit=render, approver=DeferredApprover())
+        await rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending))
 
 
 async def on_reject_with_reason(action: cl.Action) -> None:
