@@ -19,12 +19,22 @@ from typing import Any
 
 from agent import budget as budget_mod
 from agent import egress
-from agent.approvals import Approver
+from agent.approvals import Approver, DeferredApprover, Denied
 from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.compress import ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
-from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
+from agent.decide import Decisions, background
+from agent.events import (
+    AgentEvent,
+    AnswerKept,
+    AssistantMessageDone,
+    EventSink,
+    Notice,
+    TextDelta,
+    ThinkingDelta,
+    TurnFinished,
+)
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
@@ -49,6 +59,7 @@ from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
 STALE_THINKING = "bound to a different conversation"
+EXPIRED = "no decision before the deadline"
 
 
 @dataclass
@@ -67,7 +78,10 @@ class Agent:
     def __init__(self, deps: AgentDeps) -> None:
         self.deps = deps
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.deadlines = Deadlines(self.resume)
+        self.deadlines = Deadlines(self._at_deadline)
+        # The one way to decide (agent/decide.py); the UI registers where a woken thread renders.
+        self.decisions = Decisions(deps.db, background(self._resume_unwatched))
+        self.decide = self.decisions.decide
         self._trusted_tools = frozenset(t.name for t in deps.registry if t.trusted_output)
         # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
         # that tools + system clear the model's minimum cacheable prefix.
@@ -126,6 +140,19 @@ class Agent:
             if not unresolved_tool_uses(messages):
                 return None
             return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id), messages)
+
+    async def _resume_unwatched(self, owner: str, thread_id: str) -> TurnFinished | None:
+        return await self.resume(owner=owner, thread_id=thread_id, emit=discard, approver=DeferredApprover())
+
+    async def _at_deadline(self, *, owner: str, thread_id: str, emit: EventSink,
+                           approver: Approver) -> TurnFinished | None:
+        """A deadline timer fired: record the due approvals as expired (through the one decision path),
+        then move the thread on in the timer's own task, rendering where the timer was armed."""
+        for a in await approval_store.pending_approvals(self.deps.db, owner=owner, thread_id=thread_id):
+            if a.expires_at <= time.time():
+                await self.decide(approval_id=a.id, decision=Denied(EXPIRED), by="system", how="deadline",
+                                  wake=False)
+        return await self.resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
 
     async def _current_turn(self, thread_id: str) -> Turn:
         """A resumed turn is the same user message going on: its calls keep counting against the
@@ -320,3 +347,6 @@ class Agent:
                                        error="cancelled by the user", latency_ms=0.0)
         await answer.keep_cut(partial)
 
+
+async def discard(event: AgentEvent) -> None:
+    """Events of a turn nobody watches: the store keeps the outcome."""

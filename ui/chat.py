@@ -9,7 +9,8 @@ from typing import Any
 
 import chainlit as cl
 
-from agent.approvals import DeferredApprover
+from agent.approvals import Approved, Decision, DeferredApprover, Denied
+from agent.decide import How, Refused
 from agent.events import ApprovalRequested
 from store import approvals as approval_store
 from store import threads as thread_store
@@ -55,6 +56,10 @@ async def runtime() -> Runtime:
     async with _runtime_lock:
         if _runtime is None:
             _runtime = await build_runtime()
+            built = _runtime
+            # Decisions wake their thread where a chat watches it (agent/decide.py never imports the UI).
+            built.agent.decisions.wake_with(lambda owner, thread_id: live.continue_thread(
+                built, owner=owner, thread_id=thread_id))
             await logins.retire_demo_if_not_allowed(_runtime.db)
         return _runtime
 
@@ -150,7 +155,7 @@ async def on_approve_always(action: cl.Action) -> None:
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    await on_decision(action, "approved", via="always")
+    await on_decision(action, "approved", how="always")
 
 
 async def on_stop_always(action: cl.Action) -> None:
@@ -166,24 +171,24 @@ async def on_stop_always(action: cl.Action) -> None:
     await cl.Message(content=f"`{tool}` will ask again before it runs in this thread.").send()
 
 
-async def on_decision(action: cl.Action, decision: str, reason: str | None = None, via: str = "chat") -> None:
+async def on_decision(action: cl.Action, decision: str, reason: str | None = None, how: How = "chat") -> None:
     rt = await runtime()
-    owner = _user()
     approval_id = action.payload.get("approval_id")
     if not isinstance(approval_id, str):
         return
+    renderer()  # this chat watches the thread: the woken turn renders here
+    verdict: Decision = Approved() if decision == "approved" else Denied(reason or "")
     try:
-        a = await approval_store.decide(rt.db, approval_id=approval_id, decision=decision, decided_by=owner,
-                                        via=via, reason=reason)
+        outcome = await rt.agent.decide(approval_id=approval_id, decision=verdict, by=_user(), how=how, reason=reason)
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    if a.status == "pending":  # routed to an operator: only the operator can approve it
-        await cl.Message(content="Only an operator can approve this call; you can still reject it.").send()
+    if isinstance(outcome, Refused):
+        if outcome.approval.status == "pending":  # routed to an operator: only the operator can approve it
+            await cl.Message(content="Only an operator can approve this call; you can still reject it.").send()
         return
-    # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
-    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(a.thread_id),
-                          approver=DeferredApprover())
+    if outcome.moving_on is not None:  # the turn suspended when the card was shown; it goes on from the store
+        await outcome.moving_on
 
 
 async def on_resume(thread: dict[str, Any]) -> None:
