@@ -10,11 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.approvals import Approver
 from agent.events import EventSink
 
 log = logging.getLogger("tollgate.agent")
-Resume = Callable[..., Awaitable[Any]]  # Agent.resume(owner=, thread_id=, emit=, approver=)
+Resume = Callable[..., Awaitable[Any]]  # Agent._at_deadline(owner=, thread_id=, emit=)
 
 
 class Deadlines:
@@ -30,13 +29,13 @@ class Deadlines:
             del self._tasks[thread_id]
             task.cancel()
 
-    def arm(self, *, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
+    def arm(self, *, owner: str, thread_id: str, at: float, emit: EventSink) -> None:
         self.cancel(thread_id)
 
         async def fire() -> None:
             await asyncio.sleep(max(at - time.time(), 0.0))
             try:
-                await self._resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
+                await self._resume(owner=owner, thread_id=thread_id, emit=emit)
             except Exception:  # e.g. the thread was deleted meanwhile: nothing left to expire
                 log.warning("deadline of thread %s could not be enforced", thread_id, exc_info=True)
             finally:

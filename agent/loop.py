@@ -19,7 +19,8 @@ from typing import Any
 
 from agent import budget as budget_mod
 from agent import egress
-from agent.approvals import Approver, DeferredApprover, Denied
+from agent.approvals import Denied
+from agent.batch import run_tool_uses
 from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.compress import ModelContext
 from agent.config import Settings
@@ -37,7 +38,8 @@ from agent.events import (
 )
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
-from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
+from agent.steps import Finished, NextCall, NextStep, Ran, Stopped, Suspended
+from agent.toolexec import SUPERSEDED, ToolBatch
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
     CUT_STOPS,
@@ -103,8 +105,7 @@ class Agent:
         return Workspace(s.workspaces_dir / owner, max_total_bytes=s.workspace_max_bytes,
                          max_files=s.workspace_max_files)
 
-    async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink,
-                       approver: Approver) -> TurnFinished:
+    async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink) -> TurnFinished:
         """A new user message. Pending approvals of the thread are rejected first (the user moved on)."""
         s = self.deps.settings
         if len(text) > s.max_user_message_chars:
@@ -127,11 +128,11 @@ class Agent:
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             turn = Turn(id=uuid.uuid4().hex)
             if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
-                await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
+                await self._finish_tools(owner, thread_id, messages, emit, turn, superseded=True)
             await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": text}])
-            return await self._drive(owner, thread_id, emit, approver, turn, messages)
+            return await self._drive(owner, thread_id, emit, turn, messages)
 
-    async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+    async def resume(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """Continue a thread whose last answer has tool calls without results (after a decision, at the
         deadline, after a restart). Waits for a turn in progress; None if nothing is left open."""
         async with self._lock(thread_id):
@@ -139,20 +140,19 @@ class Agent:
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
-            return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id), messages)
+            return await self._drive(owner, thread_id, emit, await self._current_turn(thread_id), messages)
 
     async def _resume_unwatched(self, owner: str, thread_id: str) -> TurnFinished | None:
-        return await self.resume(owner=owner, thread_id=thread_id, emit=discard, approver=DeferredApprover())
+        return await self.resume(owner=owner, thread_id=thread_id, emit=discard)
 
-    async def _at_deadline(self, *, owner: str, thread_id: str, emit: EventSink,
-                           approver: Approver) -> TurnFinished | None:
+    async def _at_deadline(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """A deadline timer fired: record the due approvals as expired (through the one decision path),
         then move the thread on in the timer's own task, rendering where the timer was armed."""
         for a in await approval_store.pending_approvals(self.deps.db, owner=owner, thread_id=thread_id):
             if a.expires_at <= time.time():
                 await self.decide(approval_id=a.id, decision=Denied(EXPIRED), by="system", how="deadline",
                                   wake=False)
-        return await self.resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
+        return await self.resume(owner=owner, thread_id=thread_id, emit=emit)
 
     async def _current_turn(self, thread_id: str) -> Turn:
         """A resumed turn is the same user message going on: its calls keep counting against the
@@ -163,11 +163,11 @@ class Agent:
         turn_id, chat_calls = last
         return Turn(id=turn_id, calls=chat_calls)
 
-    def watch_deadline(self, *, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
+    def watch_deadline(self, *, owner: str, thread_id: str, at: float, emit: EventSink) -> None:
         """(Re)arm the deadline of a suspended thread, e.g. when its owner reopens it after a restart."""
-        self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit, approver=approver)
+        self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit)
 
-    async def recover(self, emit: EventSink, approver: Approver) -> int:
+    async def recover(self, emit: EventSink) -> int:
         """After a restart: re-arm every pending approval's deadline (enforced even if nobody returns).
 
         Batches left open by a crash with nothing pending are closed when their thread next moves: a
@@ -177,13 +177,13 @@ class Agent:
             key = (a.owner, a.thread_id)
             earliest[key] = min(earliest.get(key, a.expires_at), a.expires_at)
         for (owner, thread_id), at in earliest.items():
-            self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit, approver=approver)
+            self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit)
         return len(earliest)
 
     async def close(self) -> None:
         await self.deadlines.close()
 
-    async def retry(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+    async def retry(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """Run the model again after a failed call (the "Retry" button); None if nothing to retry."""
         if self.is_running(thread_id):
             return None
@@ -192,28 +192,28 @@ class Agent:
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
-            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+            return await self._drive(owner, thread_id, emit, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                            approver: Approver, turn: Turn, *, superseded: bool = False) -> str:
-        """Run and record results for the open tool calls: "go", "stop" or "suspended"."""
+                            turn: Turn, *, superseded: bool = False) -> NextStep:
+        """Run and record results for the open tool calls; the turn's next step."""
         d = self.deps
         batch = ToolBatch(
             db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
             ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id,
                             fetch_policy=d.fetch_policy),
-            approver=approver, emit=lambda e: safe_emit(emit, e),
-            approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
+            decide=self.decide, emit=lambda e: safe_emit(emit, e), approval_timeout_s=d.settings.approval_timeout_s,
+            tool_timeout_s=d.settings.tool_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
             turn_id=turn.id, user_texts=egress.user_texts(messages),
             history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools))
-        results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
-        if results is None:
-            self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending),
-                               emit=emit, approver=approver)
-            return "suspended"
-        await self._append(messages, owner, thread_id, "user", results)
-        return "stop" if batch.stop_turn else "go"
+        match await run_tool_uses(batch, unresolved_tool_uses(messages), superseded_by_user=superseded):
+            case Suspended(until=until) as suspended:
+                self.deadlines.arm(owner=owner, thread_id=thread_id, at=until, emit=emit)
+                return suspended
+            case Ran(results=results, superseded=closed):
+                await self._append(messages, owner, thread_id, "user", list(results))
+                return Stopped("superseded") if closed else NextCall()
 
     async def _append(self, messages: list[StoredMessage], owner: str, thread_id: str, role: str,
                       content: list[dict[str, Any]]) -> None:
@@ -227,25 +227,18 @@ class Agent:
         spent, limit, thread = await self.deps.budget.status(user=owner, thread_id=thread_id)
         return budget_mod.usd(thread), budget_mod.usd(max(limit - spent, 0))
 
-    async def _drive(self, owner: str, thread_id: str, emit: EventSink, approver: Approver,
-                     turn: Turn, messages: list[StoredMessage]) -> TurnFinished:
-        s = self.deps.settings
-        while True:
-            if unresolved_tool_uses(messages):
-                outcome = await self._finish_tools(owner, thread_id, messages, emit, approver, turn)
-                if outcome != "go":
-                    turn.stop_reason = "awaiting_approval" if outcome == "suspended" else "superseded"
-                    break
-                continue
-            if turn.calls >= s.max_calls_per_message:
-                turn.notices.append(Notice("call_cap", f"Stopped after {turn.calls} model calls for one message "
-                                                       "(the per-message cap). Send another message to go on."))
-                turn.stop_reason = "call_cap"
-                break
-            if not await self._call_model(owner, thread_id, messages, emit, turn):
-                break
-            if turn.stop_reason not in ("tool_use", "pause_turn"):
-                break
+    async def _drive(self, owner: str, thread_id: str, emit: EventSink, turn: Turn,
+                     messages: list[StoredMessage]) -> TurnFinished:
+        step = await self._next_step(owner, thread_id, messages, emit, turn)
+        while isinstance(step, NextCall):
+            step = await self._next_step(owner, thread_id, messages, emit, turn)
+        match step:
+            case Suspended():
+                turn.stop_reason = "awaiting_approval"
+            case Stopped(reason=reason):
+                turn.stop_reason = reason
+            case Finished(stop_reason=reason):
+                turn.stop_reason = reason
         for n in turn.notices:
             await safe_emit(emit, n)
         report = None
@@ -257,9 +250,20 @@ class Agent:
         await safe_emit(emit, finished)
         return finished
 
+    async def _next_step(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
+                         turn: Turn) -> NextStep:
+        """Finish open tool calls if there are any, else call the model (unless the per-message cap is reached)."""
+        if unresolved_tool_uses(messages):
+            return await self._finish_tools(owner, thread_id, messages, emit, turn)
+        if turn.calls >= self.deps.settings.max_calls_per_message:
+            turn.notices.append(Notice("call_cap", f"Stopped after {turn.calls} model calls for one message "
+                                                   "(the per-message cap). Send another message to go on."))
+            return Stopped("call_cap")
+        return await self._call_model(owner, thread_id, messages, emit, turn)
+
     async def _call_model(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                          turn: Turn, *, retry_stale: bool = True) -> bool:
-        """One model call with its reservation; stores the answer. False when the turn must stop."""
+                          turn: Turn, *, retry_stale: bool = True) -> NextStep:
+        """One model call with its reservation; stores the answer. NextCall when the model asked for tools."""
         d, s = self.deps, self.deps.settings
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
         request, summary_cost = await self.context.request_for(
@@ -274,8 +278,7 @@ class Agent:
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:
             turn.notices.append(Notice("budget", e.user_message()))
-            turn.stop_reason = "budget"
-            return False
+            return Stopped("budget")
         progress = StreamProgress()
         answer = PartialAnswer(d.db, owner=owner, thread_id=thread_id, interval_s=s.partial_save_interval_s,
                                on_kept=lambda text: safe_emit(emit, AnswerKept(text)))
@@ -306,8 +309,7 @@ class Agent:
             turn.calls += 1
             await self._keep_partial(answer, e.partial_text, emit)
             turn.notices.append(Notice("api_error", e.message, retryable=e.retryable))
-            turn.stop_reason = "api_error"
-            return False
+            return Stopped("api_error")
         except asyncio.CancelledError:  # the user pressed stop: keep what arrived, charge what was reported
             await asyncio.shield(self._on_cancel(reservation, answer, progress))
             raise
@@ -335,7 +337,7 @@ class Agent:
                                       created_at=time.time()))
         text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
         await safe_emit(emit, AssistantMessageDone(text=text, incomplete=cut))
-        return True
+        return NextCall() if result.stop_reason in ("tool_use", "pause_turn") else Finished(result.stop_reason)
 
     async def _keep_partial(self, answer: PartialAnswer, partial: str, emit: EventSink) -> None:
         await answer.keep_cut(partial)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.approvals import Approved, DeferredApprover, Denied
+from agent.approvals import Approved, Denied
 from agent.decide import Recorded, Refused
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.events import ApprovalRequested, ApprovalResolved, TurnFinished
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store.threads import NotFound
 from tests.conftest import Recorder
@@ -23,7 +23,7 @@ WRITE = Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x
 async def suspended(h, text: str = "save") -> tuple[str, str]:
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec, approver=DeferredApprover())
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec)
     assert done.stop_reason == "awaiting_approval"
     [card] = rec.of(ApprovalRequested)
     return tid, card.approval.id
@@ -36,8 +36,7 @@ async def test_an_operator_decision_resumes_the_turn_where_the_ui_says(make_harn
 
     def wake(owner: str, thread_id: str) -> asyncio.Task[object]:
         woken.append((owner, thread_id))
-        return asyncio.create_task(h.agent.resume(owner=owner, thread_id=thread_id, emit=rec,
-                                                  approver=DeferredApprover()))
+        return asyncio.create_task(h.agent.resume(owner=owner, thread_id=thread_id, emit=rec))
 
     h.agent.decisions.wake_with(wake)
     outcome = await h.agent.decide(approval_id=approval_id, decision=Approved(), by="root", how="console")
@@ -113,7 +112,7 @@ async def test_the_deadline_records_the_expiry_through_decide(make_harness):
         if isinstance(event, TurnFinished) and event.stop_reason == "end_turn":
             finished.set()
 
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink, approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink)
     await asyncio.wait_for(finished.wait(), 10)
     assert seen == [("deadline", "system")]
     [resolved] = rec.of(ApprovalResolved)

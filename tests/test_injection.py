@@ -29,16 +29,16 @@ import pytest_asyncio
 from agent.approvals import Denied
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoBrain, DemoModelServer, DemoSettings
 from agent.events import ApprovalRequested, ToolFinished, TurnFinished
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import DemoBrain, DemoModelServer, DemoSettings
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.db import Database
 from store.values import Approval
-from tests.conftest import Recorder, figures_reporter, open_test_db
+from tests.conftest import Recorder, deciding, figures_reporter, open_test_db
 from tests.test_injection_data import ATTACKER_HOST, CASES, VICTIM, VICTIM_TEXT, Case, search_hit_line
 from tools import default_registry
 from tools.netguard import FetchPolicy
@@ -244,7 +244,7 @@ async def _run_case(make_agent: Any, pages: PageServer, case: Case, approver: An
     text, source = _stage(case, ws, pages)
     before = (ws / VICTIM).stat().st_mtime_ns
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec, approver=approver)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=deciding(h.agent, rec, approver))
 
     # The model did what the attacker asked: otherwise this case attacked nothing.
     cards = [c.approval for c in rec.of(ApprovalRequested)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import chainlit as cl
 
-from agent.approvals import Approved, Decision, DeferredApprover, Denied
+from agent.approvals import Approved, Decision, Denied
 from agent.decide import How, Refused
 from agent.events import ApprovalRequested
 from store import approvals as approval_store
@@ -134,8 +134,7 @@ async def on_message(message: cl.Message) -> None:
         for path, text in (("notes/injection-demo.txt", BOOBY_TRAP), ("notes/groceries.txt", "milk, eggs, bread\n")):
             if not workspace.exists(path):
                 workspace.write_text(path, text)
-    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer(),
-                            approver=DeferredApprover())
+    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer())
 
 
 async def on_approve_always(action: cl.Action) -> None:
@@ -211,7 +210,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
     after_resumed_history(cards)
     if pending:
         rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
-                                emit=render, approver=DeferredApprover())
+                                emit=render)
 
 
 async def on_reject_with_reason(action: cl.Action) -> None:
@@ -227,4 +226,4 @@ async def on_reject_with_reason(action: cl.Action) -> None:
 async def on_retry(_action: cl.Action) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
-    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer())

@@ -7,7 +7,6 @@ import asyncio
 import contextvars
 import logging
 
-from agent.approvals import DeferredApprover
 from agent.events import EventSink
 from ui.runtime import Runtime, unwatched
 
@@ -28,7 +27,7 @@ def remember(thread_id: str, emit: EventSink) -> None:
 def continue_thread(rt: Runtime, *, owner: str, thread_id: str) -> asyncio.Task[object]:
     """Resume a suspended thread in the background, rendering into its chat if one is watching."""
     ctx, emit = _watchers.get(thread_id, (contextvars.copy_context(), unwatched))
-    coro = rt.agent.resume(owner=owner, thread_id=thread_id, emit=emit, approver=DeferredApprover())
+    coro = rt.agent.resume(owner=owner, thread_id=thread_id, emit=emit)
     task: asyncio.Task[object] = asyncio.create_task(coro, context=ctx)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)

@@ -9,10 +9,8 @@ from datetime import UTC, datetime
 
 import anthropic
 
-from agent.approvals import DeferredApprover
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer, DemoSettings
 from agent.events import AgentEvent
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
@@ -25,6 +23,7 @@ from store import usage as usage_store
 from store.db import Database
 from store.limits import StoreLimits
 from tools import default_registry
+from ui.demo_model import DemoModelProcess
 
 log = logging.getLogger("tollgate")
 
@@ -34,13 +33,13 @@ class Runtime:
     settings: Settings
     db: Database
     agent: Agent
-    demo: DemoModelServer | None
+    demo: DemoModelProcess | None
 
     async def close(self) -> None:
         await self.agent.close()
         await self.db.close()
         if self.demo is not None:
-            self.demo.stop()
+            await self.demo.stop()
 
 
 async def build_runtime(settings: Settings | None = None) -> Runtime:
@@ -59,20 +58,20 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     released = await usage_store.release_stale_reservations(db)
     if released:
         log.warning("charged %d reservations left open by an earlier process at their worst case", released)
-    demo: DemoModelServer | None = None
+    demo: DemoModelProcess | None = None
     if os.environ.get("ANTHROPIC_API_KEY"):
         client = anthropic.AsyncAnthropic()  # honours ANTHROPIC_BASE_URL like the SDK always does
     else:
-        demo = DemoModelServer(settings=DemoSettings.from_env())
-        base_url = demo.start()
-        log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
+        demo = DemoModelProcess()  # a child process: the product never imports the fake model
+        base_url = await demo.start()
+        log.warning("no ANTHROPIC_API_KEY: using the demo model (python -m fakeclaude) at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
                      budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
                      trace=trace)
     agent = Agent(deps)
-    armed = await agent.recover(unwatched, DeferredApprover())
+    armed = await agent.recover(unwatched)
     if armed:
         log.info("re-armed the deadlines of %d threads with pending approvals", armed)
     return Runtime(settings=settings, db=db, agent=agent, demo=demo)
