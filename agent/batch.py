@@ -17,7 +17,8 @@ from typing import Any
 from agent import egress
 from agent.gate import describe_egress, gate, side_effect, superseded
 from agent.steps import BatchOutcome, Ran, Suspended
-from agent.toolexec import NOT_RUN, SUPERSEDED, ToolBatch, execute, result, wrap_output
+from agent.toolexec import NOT_RUN, ToolBatch, execute, result, wrap_output
+from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store.values import ToolOutcome
 from tools import Tool, ToolArgumentError

@@ -15,7 +15,8 @@ from typing import Any
 from agent import egress
 from agent.approvals import Approved, args_digest
 from agent.events import ApprovalRequested, ApprovalResolved
-from agent.toolexec import NOT_RUN, SUPERSEDED, ToolBatch, denial, execute, result
+from agent.toolexec import NOT_RUN, ToolBatch, denial, execute, result
+from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store.values import Approval
 from tools import Tool

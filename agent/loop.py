@@ -39,7 +39,7 @@ from agent.events import (
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
 from agent.steps import Finished, NextCall, NextStep, Ran, Stopped, Suspended
-from agent.toolexec import SUPERSEDED, ToolBatch
+from agent.toolexec import ToolBatch
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
     CUT_STOPS,
@@ -51,6 +51,7 @@ from agent.turn import (
     usage_report,
     with_streamed_output,
 )
+from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import usage as usage_store

@@ -16,13 +16,13 @@ from typing import Any
 from agent.decide import DecisionOutcome
 from agent.events import EventSink, ToolFinished, ToolStarted
 from agent.trace import NULL_TRACE, TraceLog
+from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store.db import Database
 from store.values import Approval
 from tools import Tool, ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger("tollgate.tools")
-SUPERSEDED = "user sent a new message instead"
 NOT_RUN = "The tool did not run."
 
 

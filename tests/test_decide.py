@@ -95,7 +95,7 @@ async def test_a_user_cannot_approve_an_operator_routed_call_but_the_console_can
 
 
 async def test_the_deadline_records_the_expiry_through_decide(make_harness):
-    h = make_harness([WRITE, Reply(blocks=(TextBlock("It expired."),))], approval_timeout_s=0.2)
+    h = make_harness([WRITE, Reply(blocks=(TextBlock("It expired."),))], approval_timeout_s=1.0)
     tid = await h.thread()
     rec, finished = Recorder(), asyncio.Event()
     seen = []

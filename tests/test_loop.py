@@ -107,7 +107,7 @@ async def test_a_card_nobody_answers_is_expired_at_the_deadline(make_harness):
     h = make_harness([
         Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
         Reply(blocks=(TextBlock("Expired."),)),
-    ], approval_timeout_s=0.05)
+    ], approval_timeout_s=1.0)  # long enough to show the card on a loaded machine
     tid = await h.thread()
     rec, finished = Recorder(), asyncio.Event()
 

@@ -15,7 +15,7 @@ import sys
 log = logging.getLogger("tollgate")
 MODULE = "fakeclaude"
 READY = "fakeclaude listening on "
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0  # generous: a loaded machine imports slowly
 STOP_TIMEOUT_S = 5.0
 
 

@@ -11,7 +11,7 @@ import re
 import threading
 from typing import Any, Literal
 
-from agent.toolexec import SUPERSEDED
+from agent.wording import SUPERSEDED
 from fakeclaude.replies import Fault, Reply, TextBlock, ToolUseBlock
 from fakeclaude.tokens import canonical_json
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from agent.compress import SUMMARY_REQUEST
+from agent.wording import SUMMARY_REQUEST
 from fakeclaude.replies import ToolUseBlock
 
 __all__ = ["find_injected_goal", "is_summary_request", "note_path", "parse_commands", "summarise_transcript"]
