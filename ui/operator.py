@@ -175,7 +175,8 @@ async def thread_view(thread_id: str, who: Operator) -> str:
 @router.get("/api/thread/{thread_id}/trace")
 async def thread_trace(thread_id: str, who: Operator) -> dict[str, Any]:
     rt = await chat.runtime()
-    return json.loads(json.dumps(await audit.thread_trace(rt.db, thread_id=thread_id), default=str))
+    trace: dict[str, Any] = json.loads(json.dumps(await audit.thread_trace(rt.db, thread_id=thread_id), default=str))
+    return trace
 
 
 @router.get("/api/purges")
