@@ -28,9 +28,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
+# The bundled MCP example (a SQLite task list, examples/mcp.toml) starts with the app; override or set it empty.
+TOLLGATE_MCP_CONFIG ?= examples/mcp.toml
+
 run: $(VENV)/.installed
 	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
-	CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
+	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed browser
 	$(BIN)/ruff check .

@@ -23,6 +23,8 @@ from store import usage as usage_store
 from store.db import Database
 from store.limits import StoreLimits
 from tools import default_registry
+from tools.extra import extra_tools
+from tools.mcp import McpServers, load_config
 from ui.demo_model import DemoModelProcess
 
 log = logging.getLogger("tollgate")
@@ -34,8 +36,11 @@ class Runtime:
     db: Database
     agent: Agent
     demo: DemoModelProcess | None
+    mcp: McpServers | None = None
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.close()
         await self.agent.close()
         await self.db.close()
         if self.demo is not None:
@@ -67,14 +72,18 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         log.warning("no ANTHROPIC_API_KEY: using the demo model (python -m fakeclaude) at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
-    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
+    registry = default_registry()
+    registry.add(extra_tools())  # TOLLGATE_TOOL_MODULES and the "tollgate.tools" entry points
+    mcp = McpServers(load_config(), timeout_s=settings.tool_timeout_s)  # TOLLGATE_MCP_CONFIG
+    registry.add(await mcp.start(on_late_tools=registry.add))
+    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=registry,
                      budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
                      trace=trace)
     agent = Agent(deps)
     armed = await agent.recover(unwatched)
     if armed:
         log.info("re-armed the deadlines of %d threads with pending approvals", armed)
-    return Runtime(settings=settings, db=db, agent=agent, demo=demo)
+    return Runtime(settings=settings, db=db, agent=agent, demo=demo, mcp=mcp)
 
 
 async def unwatched(event: AgentEvent) -> None:
