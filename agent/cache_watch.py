@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import model_facts
 from agent.context import ModelRequest, block_tokens
-from agent.demo_model.accounting import default_min_cacheable_tokens
 from store.usage import TokenUsage
 
 log = logging.getLogger("tollgate.cache")
@@ -28,9 +28,8 @@ _MAX_THREADS = 2_000  # per-thread state kept for the most recently active threa
 
 
 def min_cacheable_tokens(model: str) -> int:
-    """The documented minimum cacheable prefix per model (anthropic-economics.md), kept in one place
-    with the demo server's accounting of the same rules; 2048 for ids not listed."""
-    return default_min_cacheable_tokens(model)
+    """The documented minimum cacheable prefix per model (agent/model_facts.py)."""
+    return model_facts.min_cacheable_tokens(model)
 
 
 def prefix_tokens(request: ModelRequest) -> int:

@@ -27,6 +27,7 @@ from agent.events import AgentEvent, ContextCompressed
 from agent.model import ModelClient, ModelError
 from agent.thread_model import ModelChoice
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
+from agent.wording import SUMMARY_REQUEST
 from store import summaries as summary_store
 from store.db import Database
 from store.usage import TokenUsage
@@ -34,7 +35,6 @@ from store.values import StoredMessage
 
 log = logging.getLogger("tollgate.context")
 
-SUMMARY_REQUEST = "Summarise the following conversation"
 SUMMARY_SYSTEM = (
     "You write compact, factual summaries of conversations between a user and Tollgate, an assistant that "
     "works on the user's private text files through tools. The summary replaces the original messages in "

@@ -18,17 +18,20 @@ from typing import Any
 
 from agent import budget as budget_mod
 from agent import egress, thread_model
-from agent.approvals import Approver
+from agent.approvals import Denied
+from agent.batch import run_tool_uses
 from agent.budget import Budget, BudgetExceeded, Reservation
 from agent.cluster import Membership
 from agent.compress import STALE_THINKING, ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
+from agent.decide import Decisions
 from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
 from agent.leases import ThreadTurns
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
-from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
+from agent.steps import Finished, NextCall, NextStep, Ran, Stopped, Suspended
+from agent.toolexec import ToolBatch
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
     CONTINUE_PROMPT,
@@ -42,6 +45,7 @@ from agent.turn import (
     with_streamed_output,
 )
 from agent.wakeups import ResumeDispatcher, Sinks
+from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import usage as usage_store
@@ -51,6 +55,7 @@ from store.values import StoredMessage
 from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
+EXPIRED = "no decision before the deadline"
 
 
 @dataclass
@@ -76,6 +81,11 @@ class Agent:
         self.sinks = Sinks()
         self.dispatcher = ResumeDispatcher(self.member, self._resume_due)
         self.deadlines = Deadlines(deps.db, wake=self.dispatcher.poke)
+        # The one way to decide (agent/decide.py): a decision is a row, then a wake-up (a due resume), so the
+        # process holding the thread's browser moves it on, whichever process took the decision.
+        self.decisions = Decisions(deps.db, self._wake_via_row)
+        self.decide = self.decisions.decide
+        self._waking: set[asyncio.Task[object]] = set()
         self._trusted_tools = frozenset(t.name for t in deps.registry if t.trusted_output)
         # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
         # that tools + system clear the model's minimum cacheable prefix.
@@ -90,8 +100,7 @@ class Agent:
         return Workspace(s.workspaces_dir / owner, max_total_bytes=s.workspace_max_bytes,
                          max_files=s.workspace_max_files)
 
-    async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink,
-                       approver: Approver) -> TurnFinished:
+    async def run_turn(self, *, owner: str, thread_id: str, text: str, emit: EventSink) -> TurnFinished:
         """A new user message. Pending approvals of the thread are rejected first (the user moved on)."""
         s = self.deps.settings
         if len(text) > s.max_user_message_chars:
@@ -117,11 +126,11 @@ class Agent:
                                               thread_id=thread_id, new=not messages)
             turn = Turn(id=uuid.uuid4().hex)
             if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
-                await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
+                await self._finish_tools(owner, thread_id, messages, emit, turn, superseded=True)
             await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": text}])
-            return await self._drive(owner, thread_id, emit, approver, turn, messages)
+            return await self._drive(owner, thread_id, emit, turn, messages)
 
-    async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+    async def resume(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """Continue a thread whose last answer has tool calls without results (after a decision, at the
         deadline, after a restart). Waits for a turn in progress; None if nothing is left open."""
         async with self.turns.hold(thread_id):
@@ -129,7 +138,7 @@ class Agent:
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
-            return await self._drive(owner, thread_id, emit, approver, await self._current_turn(thread_id), messages)
+            return await self._drive(owner, thread_id, emit, await self._current_turn(thread_id), messages)
 
     async def _current_turn(self, thread_id: str) -> Turn:
         """A resumed turn is the same user message going on: its calls keep counting against the
@@ -159,14 +168,28 @@ class Agent:
             added += await self.deadlines.ensure(owner=owner, thread_id=thread_id, at=at)
         return added
 
+    def _wake_via_row(self, owner: str, thread_id: str) -> asyncio.Task[object]:
+        """Decisions' wake-up: a due resume row now; the dispatcher of the process watching the thread (or
+        any, if nobody watches) claims it once and resumes the thread there."""
+        task: asyncio.Task[object] = asyncio.create_task(self.deadlines.continue_now(owner=owner, thread_id=thread_id))
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+        return task
+
     async def _resume_due(self, owner: str, thread_id: str) -> None:
-        await self.sinks.run(thread_id, lambda emit, approver: self.resume(owner=owner, thread_id=thread_id,
-                                                                           emit=emit, approver=approver))
+        """A due resume claimed here (a deadline, or a decision taken here or elsewhere): record the approvals
+        whose deadline passed as expired through the one decision path, then move the thread on where its
+        chat renders."""
+        for a in await approval_store.pending_approvals(self.deps.db, owner=owner, thread_id=thread_id):
+            if a.expires_at <= time.time():
+                await self.decide(approval_id=a.id, decision=Denied(EXPIRED), by="system", how="deadline",
+                                  wake=False)
+        await self.sinks.run(thread_id, lambda emit: self.resume(owner=owner, thread_id=thread_id, emit=emit))
 
     async def close(self) -> None:
         await self.dispatcher.close()
 
-    async def retry(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
+    async def retry(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """Run the model again after a failed call (the "Retry" button); None if nothing to retry."""
         if self.is_running(thread_id):
             return None
@@ -175,10 +198,9 @@ class Agent:
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
-            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+            return await self._drive(owner, thread_id, emit, Turn(id=uuid.uuid4().hex), messages)
 
-    async def continue_cut(self, *, owner: str, thread_id: str, emit: EventSink,
-                           approver: Approver) -> TurnFinished | None:
+    async def continue_cut(self, *, owner: str, thread_id: str, emit: EventSink) -> TurnFinished | None:
         """The "Continue" action: the newest answer was cut (max_tokens or the context window), so ask for
         the rest; after a window stop the context is compressed first. None if there is nothing to continue."""
         if self.is_running(thread_id):
@@ -192,28 +214,29 @@ class Agent:
             if stop == "model_context_window_exceeded":
                 self.context.compress_next(thread_id)
             await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": CONTINUE_PROMPT}])
-            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+            return await self._drive(owner, thread_id, emit, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                            approver: Approver, turn: Turn, *, superseded: bool = False) -> str:
-        """Run and record results for the open tool calls: "go", "stop" or "suspended"."""
+                            turn: Turn, *, superseded: bool = False) -> NextStep:
+        """Run and record results for the open tool calls; the turn's next step."""
         d = self.deps
         batch = ToolBatch(
             db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
             ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id,
                             fetch_policy=d.fetch_policy),
-            approver=approver, emit=lambda e: safe_emit(emit, e),
-            approval_timeout_s=d.settings.approval_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
+            decide=self.decide, emit=lambda e: safe_emit(emit, e), approval_timeout_s=d.settings.approval_timeout_s,
+            tool_timeout_s=d.settings.tool_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
             turn_id=turn.id, user_texts=egress.user_texts(messages),
             history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools))
-        results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
-        if results is None:
-            self.sinks.remember(thread_id, emit, approver)  # the deadline's resume renders where this turn did
-            await self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending))
-            return "suspended"
-        await self._append(messages, owner, thread_id, "user", results)
-        return "stop" if batch.stop_turn else "go"
+        match await run_tool_uses(batch, unresolved_tool_uses(messages), superseded_by_user=superseded):
+            case Suspended(until=until) as suspended:
+                self.sinks.remember(thread_id, emit)  # the deadline's resume renders where this turn did
+                await self.deadlines.arm(owner=owner, thread_id=thread_id, at=until)
+                return suspended
+            case Ran(results=results, superseded=closed):
+                await self._append(messages, owner, thread_id, "user", list(results))
+                return Stopped("superseded") if closed else NextCall()
 
     async def _append(self, messages: list[StoredMessage], owner: str, thread_id: str, role: str,
                       content: list[dict[str, Any]]) -> None:
@@ -227,25 +250,18 @@ class Agent:
         spent, limit, thread = await self.deps.budget.status(user=owner, thread_id=thread_id)
         return budget_mod.usd(thread), budget_mod.usd(max(limit - spent, 0))
 
-    async def _drive(self, owner: str, thread_id: str, emit: EventSink, approver: Approver,
-                     turn: Turn, messages: list[StoredMessage]) -> TurnFinished:
-        s = self.deps.settings
-        while True:
-            if unresolved_tool_uses(messages):
-                outcome = await self._finish_tools(owner, thread_id, messages, emit, approver, turn)
-                if outcome != "go":
-                    turn.stop_reason = "awaiting_approval" if outcome == "suspended" else "superseded"
-                    break
-                continue
-            if turn.calls >= s.max_calls_per_message:
-                turn.notices.append(Notice("call_cap", f"Stopped after {turn.calls} model calls for one message "
-                                                       "(the per-message cap). Send another message to go on."))
-                turn.stop_reason = "call_cap"
-                break
-            if not await self._call_model(owner, thread_id, messages, emit, turn):
-                break
-            if turn.stop_reason not in ("tool_use", "pause_turn"):
-                break
+    async def _drive(self, owner: str, thread_id: str, emit: EventSink, turn: Turn,
+                     messages: list[StoredMessage]) -> TurnFinished:
+        step = await self._next_step(owner, thread_id, messages, emit, turn)
+        while isinstance(step, NextCall):
+            step = await self._next_step(owner, thread_id, messages, emit, turn)
+        match step:
+            case Suspended():
+                turn.stop_reason = "awaiting_approval"
+            case Stopped(reason=reason):
+                turn.stop_reason = reason
+            case Finished(stop_reason=reason):
+                turn.stop_reason = reason
         for n in turn.notices:
             await safe_emit(emit, n)
         report = None
@@ -257,9 +273,20 @@ class Agent:
         await safe_emit(emit, finished)
         return finished
 
+    async def _next_step(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
+                         turn: Turn) -> NextStep:
+        """Finish open tool calls if there are any, else call the model (unless the per-message cap is reached)."""
+        if unresolved_tool_uses(messages):
+            return await self._finish_tools(owner, thread_id, messages, emit, turn)
+        if turn.calls >= self.deps.settings.max_calls_per_message:
+            turn.notices.append(Notice("call_cap", f"Stopped after {turn.calls} model calls for one message "
+                                                   "(the per-message cap). Send another message to go on."))
+            return Stopped("call_cap")
+        return await self._call_model(owner, thread_id, messages, emit, turn)
+
     async def _call_model(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
-                          turn: Turn, *, retry_stale: bool = True) -> bool:
-        """One model call with its reservation; stores the answer. False when the turn must stop."""
+                          turn: Turn, *, retry_stale: bool = True) -> NextStep:
+        """One model call with its reservation; stores the answer. NextCall when the model asked for tools."""
         d, s = self.deps, self.deps.settings
         choice = await thread_model.for_thread(d.db, s, thread_id=thread_id)
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
@@ -276,8 +303,7 @@ class Agent:
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:
             turn.notices.append(Notice("budget", e.user_message()))
-            turn.stop_reason = "budget"
-            return False
+            return Stopped("budget")
         progress = StreamProgress()
         answer = PartialAnswer(d.db, owner=owner, thread_id=thread_id, interval_s=s.partial_save_interval_s,
                                on_kept=lambda text: safe_emit(emit, AnswerKept(text)))
@@ -309,8 +335,7 @@ class Agent:
             turn.calls += 1
             await self._keep_partial(answer, e.partial_text, emit)
             turn.notices.append(Notice("api_error", e.message, retryable=e.retryable))
-            turn.stop_reason = "api_error"
-            return False
+            return Stopped("api_error")
         except asyncio.CancelledError:  # the user pressed stop: keep what arrived, charge what was reported
             await asyncio.shield(self._on_cancel(reservation, answer, progress))
             raise
@@ -338,7 +363,7 @@ class Agent:
                                       created_at=time.time()))
         text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
         await safe_emit(emit, AssistantMessageDone(text=text, incomplete=cut))
-        return True
+        return NextCall() if result.stop_reason in ("tool_use", "pause_turn") else Finished(result.stop_reason)
 
     async def _keep_partial(self, answer: PartialAnswer, partial: str, emit: EventSink) -> None:
         await answer.keep_cut(partial)

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from agent.approvals import Approver, DeferredApprover
 from agent.cluster import Membership
 from agent.events import AgentEvent, EventSink
 from store import cluster as cluster_store
@@ -35,22 +34,21 @@ class Sinks:
     the thread here. Most recent first out when full: old entries pin closed sessions in memory."""
 
     def __init__(self) -> None:
-        self._by_thread: dict[str, tuple[contextvars.Context, EventSink, Approver]] = {}
+        self._by_thread: dict[str, tuple[contextvars.Context, EventSink]] = {}
 
-    def remember(self, thread_id: str, emit: EventSink, approver: Approver | None = None) -> None:
+    def remember(self, thread_id: str, emit: EventSink) -> None:
         self._by_thread.pop(thread_id, None)
-        self._by_thread[thread_id] = (contextvars.copy_context(), emit, approver or DeferredApprover())
+        self._by_thread[thread_id] = (contextvars.copy_context(), emit)
         while len(self._by_thread) > MAX_SINKS:
             del self._by_thread[next(iter(self._by_thread))]
 
     def watches(self, thread_id: str) -> bool:
         return thread_id in self._by_thread
 
-    async def run(self, thread_id: str, resume: Callable[[EventSink, Approver], Awaitable[object]]) -> object:
-        ctx, emit, approver = self._by_thread.get(thread_id, (contextvars.copy_context(), unwatched,
-                                                              DeferredApprover()))
+    async def run(self, thread_id: str, resume: Callable[[EventSink], Awaitable[object]]) -> object:
+        ctx, emit = self._by_thread.get(thread_id, (contextvars.copy_context(), unwatched))
         # Run in the chat's context, so its events reach that chat session.
-        return await asyncio.create_task(_awaited(resume(emit, approver)), context=ctx)
+        return await asyncio.create_task(_awaited(resume(emit)), context=ctx)
 
 
 async def _awaited(aw: Awaitable[object]) -> object:

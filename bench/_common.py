@@ -64,11 +64,6 @@ class NullSink:
         return None
 
 
-class NoApprover:
-    async def decide(self, approval: Any) -> Any:
-        raise AssertionError("no approval expected in a benchmark")
-
-
 @dataclass
 class Bench:
     agent: Any
@@ -91,10 +86,10 @@ async def make_bench(data_dir: Path, *, brain: Any, demo_settings: Any, registry
 
     from agent.budget import Budget
     from agent.config import Settings
-    from agent.demo_model import DemoModelServer
     from agent.loop import Agent, AgentDeps
     from agent.model import ModelClient
     from agent.pricing import PriceTable
+    from fakeclaude import DemoModelServer
     from store import users as user_store
     from store.db import Database
     from tools import default_registry

@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from agent.budget import Budget  # noqa: E402
 from agent.config import Settings  # noqa: E402
-from agent.demo_model import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock  # noqa: E402
 from agent.events import AgentEvent  # noqa: E402
 from agent.loop import Agent, AgentDeps  # noqa: E402
 from agent.model import ModelClient  # noqa: E402
 from agent.pricing import PriceTable  # noqa: E402
+from fakeclaude import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock  # noqa: E402
 from store import threads as thread_store  # noqa: E402
 from store import usage as usage_store  # noqa: E402
 from store import users as user_store  # noqa: E402
@@ -104,11 +104,6 @@ def time_writer(db: Database, held: list[tuple[str, float]]) -> None:
     db.transact = wrapped  # type: ignore[method-assign]
 
 
-class Approver:
-    async def decide(self, approval: Any) -> Any:
-        raise AssertionError("no tool calls in this benchmark")
-
-
 async def run_sessions(n: int, data_dir: Path, url: str | None = None) -> dict[str, Any]:
     # Only the user's daily limit should bind: the monthly and global ones are set out of the way.
     settings = Settings(data_dir=data_dir, max_tokens=OUTPUT, global_daily_usd=Decimal(1_000_000))
@@ -146,7 +141,7 @@ async def run_sessions(n: int, data_dir: Path, url: str | None = None) -> dict[s
             async def sink(event: AgentEvent) -> None:
                 return None
             t0 = time.perf_counter()
-            done = await agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=sink, approver=Approver())
+            done = await agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=sink)
             stopped_by.update(n.message.split(" would be exceeded")[0] for n in done.notices if n.kind == "budget")
             return done.stop_reason, (time.perf_counter() - t0) * 1000
 

@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.demo_model import DemoSettings, Reply, TextBlock, ToolUseBlock
-from bench._common import NoApprover, NullSink, machine, make_bench, pct, table
+from bench._common import NullSink, machine, make_bench, pct, table
+from fakeclaude import DemoSettings, Reply, TextBlock, ToolUseBlock
 from store import threads as thread_store
 
 MESSAGES = 5
@@ -74,8 +74,7 @@ async def run_level(n: int, base: Path) -> dict[str, Any]:
         for k in range(MESSAGES):
             text = f"s{i} m{k}: list my files"
             t0 = time.perf_counter()
-            fin = await b.agent.run_turn(owner=owner, thread_id=tid, text=text, emit=NullSink(),
-                                         approver=NoApprover())
+            fin = await b.agent.run_turn(owner=owner, thread_id=tid, text=text, emit=NullSink())
             turns.append((text, time.perf_counter() - t0))
             assert fin.stop_reason == "end_turn", fin
 

@@ -77,7 +77,7 @@ def _tag_of(request: dict[str, Any]) -> str:
 
 def serve_model() -> None:
     """Subprocess: print the base URL; per stdin line print {tag: [requests, Σ finished − started]}."""
-    from agent.demo_model import DemoBrain, DemoModelServer, DemoSettings, Reply
+    from fakeclaude import DemoBrain, DemoModelServer, DemoSettings, Reply
 
     class TaggedDemoBrain:
         def __init__(self) -> None:

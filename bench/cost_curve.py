@@ -38,13 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from agent.budget import Budget  # noqa: E402
 from agent.config import Settings  # noqa: E402
-from agent.demo_model import DemoBrain, DemoModelServer, DemoSettings, Reply, TextBlock, ToolUseBlock  # noqa: E402
-from agent.demo_model.demo_brain import filler_text  # noqa: E402
-from agent.demo_model.tokens import prompt_blocks  # noqa: E402
 from agent.events import AgentEvent  # noqa: E402
 from agent.loop import Agent, AgentDeps  # noqa: E402
 from agent.model import ModelClient  # noqa: E402
 from agent.pricing import PriceTable  # noqa: E402
+from fakeclaude import DemoBrain, DemoModelServer, DemoSettings, Reply, TextBlock, ToolUseBlock  # noqa: E402
+from fakeclaude.persona.demo_brain import filler_text  # noqa: E402
+from fakeclaude.tokens import prompt_blocks  # noqa: E402
 from store import threads as thread_store  # noqa: E402
 from store import users as user_store  # noqa: E402
 from store.db import Database  # noqa: E402
@@ -100,11 +100,6 @@ class BenchBrain:
                       ToolUseBlock("read_file", {"path": path}, id=f"toolu_{self.episode:04d}_{turn:04d}")), "tool_use")
 
 
-class NoApprovals:
-    async def decide(self, approval: Any) -> None:
-        raise AssertionError(f"the benchmark only uses read-only tools, got {approval.tool}")
-
-
 async def _ignore(event: AgentEvent) -> None:
     return None
 
@@ -146,7 +141,7 @@ async def run_episode(db: Database, server: DemoModelServer, client: anthropic.A
     started = time.perf_counter()
     for t in range(1, turns + 1):
         done = await agent.run_turn(owner="bench", thread_id=thread, text=f"Turn {t}: read notes/file_{t:03d}.txt",
-                                    emit=_ignore, approver=NoApprovals())
+                                    emit=_ignore)
         if done.stop_reason != "end_turn":
             raise RuntimeError(f"turn {t} of ({strategy}) stopped: {done.stop_reason} {done.notices}")
     result = Result(strategy, turns, seconds=time.perf_counter() - started)

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import Settings  # noqa: E402
-from agent.demo_model import DemoModelServer, DemoSettings  # noqa: E402
-from agent.demo_model.thinking import PROGRESS_TOKENS, ThinkingPlan, reasoning_tokens  # noqa: E402
 from agent.pricing import PriceTable  # noqa: E402
 from bench.cost_curve import STRATEGIES, BenchBrain, Result, file_text, run_episode  # noqa: E402
+from fakeclaude import DemoModelServer, DemoSettings  # noqa: E402
+from fakeclaude.thinking import PROGRESS_TOKENS, ThinkingPlan, reasoning_tokens  # noqa: E402
 from store import users as user_store  # noqa: E402
 from store.db import Database  # noqa: E402
 

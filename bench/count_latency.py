@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.demo_model import DemoSettings, Reply, TextBlock  # noqa: E402
 from bench._common import NullSink, machine, make_bench, pct, table  # noqa: E402
+from fakeclaude import DemoSettings, Reply, TextBlock  # noqa: E402
 from store import threads as thread_store  # noqa: E402
 
 FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0)
@@ -46,7 +46,7 @@ async def _run(count: bool) -> tuple[dict[int, list[float]], list[float]]:
                 before = len(bench.agent.context.count_latencies_ms)
                 started = time.perf_counter()
                 await bench.agent.run_turn(owner="alice", thread_id=tid, text=f"Question {turn}: what changed?",
-                                           emit=NullSink(), approver=None)
+                                           emit=NullSink())
                 turns.append((time.perf_counter() - started) * 1000)
                 for first, last in BUCKETS:
                     if first <= turn <= last:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.demo_model import DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
-from bench._common import NoApprover, NullSink, machine, make_bench, median, table
+from bench._common import NullSink, machine, make_bench, median, table
+from fakeclaude import DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
 from tools import ToolContext, ToolRegistry, default_registry, tool
 
 TOOL_S = 0.2
@@ -51,8 +51,7 @@ async def run(n_calls: int, base: Path) -> list[float]:
         for r in range(REPS + 1):  # first turn is a warm-up (imports, connections)
             tid = (await thread_store.create_thread(b.db, owner="alice")).id
             t0 = time.perf_counter()
-            fin = await b.agent.run_turn(owner="alice", thread_id=tid, text="look these up", emit=NullSink(),
-                                         approver=NoApprover())
+            fin = await b.agent.run_turn(owner="alice", thread_id=tid, text="look these up", emit=NullSink())
             dt = time.perf_counter() - t0
             assert fin.stop_reason == "end_turn", fin
             if r:

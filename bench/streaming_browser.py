@@ -40,9 +40,9 @@ from playwright.async_api import Browser, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from agent.demo_model import DemoModelServer, DemoSettings
-from agent.demo_model.demo_brain import filler_text
 from bench._common import machine, median, pct, table
+from fakeclaude import DemoModelServer, DemoSettings
+from fakeclaude.persona.demo_brain import filler_text
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, ROOT, Server, start_server, stop_server
 
 ARGS = [*CHROMIUM_ARGS, "--disable-background-timer-throttling", "--disable-renderer-backgrounding",

@@ -110,11 +110,19 @@ async def decide(db: Database, *, approval_id: str, decision: str, decided_by: s
     Returns the row as it stands afterwards; raises NotFound for unknown or foreign approvals.
     A second decision, a replay or a decision after expiry leaves the row unchanged.
     """
+    approval, _changed = await record_decision(db, approval_id=approval_id, decision=decision,
+                                               decided_by=decided_by, via=via, reason=reason, as_operator=as_operator)
+    return approval
+
+
+async def record_decision(db: Database, *, approval_id: str, decision: str, decided_by: str, via: str,
+                          reason: str | None = None, as_operator: bool = False) -> tuple[Approval, bool]:
+    """`decide`, also saying whether this call changed the row (False: already decided, or not allowed)."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}")
     now = time.time()
 
-    def record(conn: Connection) -> Approval:
+    def record(conn: Connection) -> tuple[Approval, bool]:
         row = conn.execute(_select().where(_appr.c.id == approval_id)).first()
         if row is None:
             raise NotFound("no such approval")
@@ -123,15 +131,17 @@ async def decide(db: Database, *, approval_id: str, decision: str, decided_by: s
         may_decide = as_operator or (row.owner == decided_by and (row.route == "user" or decision == "rejected"))
         if not as_operator and (row.owner != decided_by or row.thread_deleted_at is not None):
             raise NotFound("no such approval")  # foreign or deleted: indistinguishable from unknown
+        changed = False
         if row.status == "pending" and may_decide:
             pending = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "pending")
             if row.expires_at <= now:
-                conn.execute(pending.values(status="expired", decided_at=now, decided_by="system",
-                                            decided_via="system", reason="no decision before the deadline"))
+                values = {"status": "expired", "decided_at": now, "decided_by": "system", "decided_via": "system",
+                          "reason": "no decision before the deadline"}
             else:
-                conn.execute(pending.values(status=decision, decided_at=now, decided_by=decided_by,
-                                            decided_via=via, reason=(reason or None) and reason[:500]))
-        return _approval(conn.execute(_select().where(_appr.c.id == approval_id)).one())
+                values = {"status": decision, "decided_at": now, "decided_by": decided_by, "decided_via": via,
+                          "reason": (reason or None) and reason[:500]}
+            changed = conn.execute(pending.values(**values)).rowcount == 1
+        return _approval(conn.execute(_select().where(_appr.c.id == approval_id)).one()), changed
 
     return await db.transact(record)
 

@@ -101,7 +101,7 @@ class ModelProcess:
 
 
 def serve_model() -> None:
-    from agent.demo_model import DemoModelServer, DemoSettings
+    from fakeclaude import DemoModelServer, DemoSettings
 
     server = DemoModelServer(settings=DemoSettings.from_env())
     print(server.start(), flush=True)

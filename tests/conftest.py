@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import os
@@ -12,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 import pytest
@@ -21,12 +22,12 @@ from sqlalchemy import create_engine
 from agent.approvals import Approved, Decision, Denied
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer, DemoSettings, ScriptedBrain
-from agent.demo_model.app import add_refusal_listener, remove_refusal_listener
-from agent.events import AgentEvent
+from agent.events import AgentEvent, ApprovalRequested, EventSink, TurnFinished
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import DemoModelServer, DemoSettings, ScriptedBrain
+from fakeclaude.app import add_refusal_listener, remove_refusal_listener
 from store import schema
 from store import threads as thread_store
 from store import users as user_store
@@ -78,9 +79,16 @@ class Recorder:
     """An event sink that keeps everything, for assertions."""
 
     events: list[AgentEvent] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # a turn finished other than suspended
 
     async def __call__(self, event: AgentEvent) -> None:
         self.events.append(event)
+        if isinstance(event, TurnFinished) and event.stop_reason != "awaiting_approval":
+            self.ended.set()
+
+    async def turn_ended(self, timeout_s: float = 10.0) -> None:
+        """Wait for a turn to finish here, e.g. one the deadline timer resumed."""
+        await asyncio.wait_for(self.ended.wait(), timeout_s)
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -88,7 +96,8 @@ class Recorder:
 
 @dataclass
 class ScriptedApprover:
-    """Decides by tool name; records what it was asked. A missing entry is a test error."""
+    """Decides by tool name; records what it was asked. A missing entry is a test error. An exception
+    stands for a broken decider (the card's renderer fails): nothing is recorded."""
 
     decisions: dict[str, Decision | Exception]
     asked: list[Approval] = field(default_factory=list)
@@ -99,6 +108,25 @@ class ScriptedApprover:
         if isinstance(d, Exception):
             raise d
         return d
+
+
+class Decider(Protocol):
+    async def decide(self, approval: Approval) -> Decision | None: ...
+
+
+def deciding(agent: Agent, emit: EventSink, approver: Decider) -> EventSink:
+    """A chat where someone answers each card as soon as it is shown, through the product's one decision
+    path (Agent.decide; the turn is still running and reads the row back, so no wake-up is needed)."""
+
+    async def sink(event: AgentEvent) -> None:
+        await emit(event)
+        if isinstance(event, ApprovalRequested):
+            decision = await approver.decide(event.approval)
+            if decision is not None:
+                await agent.decide(approval_id=event.approval.id, decision=decision, by=event.approval.owner,
+                                   how="chat", wake=False)
+
+    return sink
 
 
 APPROVE_ALL = ScriptedApprover({"write_file": Approved(), "delete_file": Approved()})

@@ -3,9 +3,8 @@ suspended while untrusted content is in the thread."""
 
 from __future__ import annotations
 
-from agent.approvals import DeferredApprover
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.events import ApprovalRequested, ApprovalResolved
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from tests.conftest import Recorder
 
@@ -15,12 +14,14 @@ DONE = Reply(blocks=(TextBlock("Done."),))
 
 async def turn(h, tid, text="go"):
     rec = Recorder()
-    finished = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec, approver=DeferredApprover())
+    finished = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec)
     return rec, finished
 
 
 async def test_standing_approval_runs_without_a_card_until_revoked(make_harness):
-    h = make_harness([WRITE, DONE, WRITE, DONE])
+    write_b = Reply(blocks=(ToolUseBlock("write_file", {"path": "notes/b.txt", "content": "y"}),),
+                    stop_reason="tool_use")
+    h = make_harness([WRITE, DONE, WRITE, write_b])
     tid = await h.thread()
     other = await h.thread()
     await approval_store.set_always_approve(h.db, owner="alice", thread_id=tid, tool="write_file", on=True)
@@ -33,6 +34,14 @@ async def test_standing_approval_runs_without_a_card_until_revoked(make_harness)
     rec, finished = await turn(h, other)
     assert finished.stop_reason == "awaiting_approval" and len(rec.of(ApprovalRequested)) == 1
     assert await approval_store.always_approved(h.db, owner="bob", thread_id=tid) == set()
+    # revoked: the same thread asks again and nothing runs without a decision
+    await approval_store.set_always_approve(h.db, owner="alice", thread_id=tid, tool="write_file", on=False)
+    rec, finished = await turn(h, tid, "write b")
+    assert finished.stop_reason == "awaiting_approval"
+    [card] = rec.of(ApprovalRequested)
+    assert card.approval.args == {"path": "notes/b.txt", "content": "y"} and card.can_always
+    assert not (h.workspace() / "notes/b.txt").exists()
+    h.brain.assert_done()
 
 
 async def test_revoked_standing_approval_asks_again(make_harness):

@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import select
 
 from agent.budget import Budget, BudgetExceeded
-from agent.demo_model import Fault, Reply, TextBlock, ToolUseBlock
 from agent.events import Notice, TextDelta, ToolFinished, TurnFinished
 from agent.pricing import PriceTable
+from fakeclaude import Fault, Reply, TextBlock, ToolUseBlock
 from store import threads as thread_store
 from store import usage as usage_store
 from store.models import MODEL_CALLS
 from store.usage import TokenUsage
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 
 pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
 
@@ -43,7 +43,7 @@ async def calls(db) -> list:
 
 async def turn(h, tid: str, msg: str = "hi", owner: str = "alice") -> tuple[TurnFinished, Recorder]:
     rec = Recorder()
-    done = await h.agent.run_turn(owner=owner, thread_id=tid, text=msg, emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner=owner, thread_id=tid, text=msg, emit=deciding(h.agent, rec, APPROVE_ALL))
     return done, rec
 
 
@@ -187,8 +187,8 @@ async def test_stop_button_charges_the_usage_reported_before_the_stop(make_harne
         if isinstance(event, TextDelta) and task is not None:
             task.cancel()
 
-    task = asyncio.create_task(h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=emit,
-                                                approver=APPROVE_ALL))
+    task = asyncio.create_task(h.agent.run_turn(owner="alice", thread_id=tid, text="hi",
+                                                emit=deciding(h.agent, emit, APPROVE_ALL)))
     with pytest.raises(asyncio.CancelledError):
         await task
     [row] = await calls(h.db)

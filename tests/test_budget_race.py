@@ -16,16 +16,16 @@ import pytest
 from sqlalchemy import select
 
 from agent.budget import Budget
-from agent.demo_model import Reply, TextBlock
 from agent.events import Notice, TurnFinished
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import Reply, TextBlock
 from store import usage as usage_store
 from store import users as user_store
 from store.db import Database
 from store.models import MODEL_CALLS
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import Recorder
 from tools import default_registry
 
 pytestmark = pytest.mark.both_backends
@@ -49,8 +49,7 @@ async def test_concurrent_sessions_of_one_user_never_exceed_the_daily_limit(make
         recorders = [Recorder() for _ in threads]
         with caplog.at_level(logging.WARNING):
             results = await asyncio.gather(*(
-                (h.agent, agent2)[i % 2].run_turn(owner="alice", thread_id=tid, text="hi", emit=rec,
-                                                  approver=APPROVE_ALL)
+                (h.agent, agent2)[i % 2].run_turn(owner="alice", thread_id=tid, text="hi", emit=rec)
                 for i, (tid, rec) in enumerate(zip(threads, recorders, strict=True))), return_exceptions=True)
     finally:
         await agent2.close()

@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from agent.cache_watch import CacheWatch, check_prefix_cacheable, min_cacheable_tokens
 from agent.context import SYSTEM_PROMPT, build_request
-from agent.demo_model import PromptCache, Reply, TextBlock, ToolUseBlock, default_min_cacheable_tokens
-from agent.demo_model.tokens import prompt_blocks, request_prompt_tokens
+from fakeclaude import PromptCache, Reply, TextBlock, ToolUseBlock, default_min_cacheable_tokens
+from fakeclaude.tokens import prompt_blocks, request_prompt_tokens
 from store.models import MODEL_CALLS
 from store.usage import TokenUsage
 from store.values import StoredMessage
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 from tools import ToolRegistry, default_registry
 
 
@@ -48,8 +48,8 @@ async def three_calls(h: Any) -> str:
     h.workspace().joinpath("notes").mkdir(parents=True)
     h.workspace().joinpath("notes/a.txt").write_text("hello " * 200)
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="read a", emit=Recorder(), approver=APPROVE_ALL)
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="thanks", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="read a", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="thanks", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     h.brain.assert_done()
     return tid
 
@@ -83,7 +83,7 @@ async def test_one_hour_ttl_is_sent_on_every_breakpoint(make_harness):
     h.workspace().joinpath("notes").mkdir(parents=True)
     h.workspace().joinpath("notes/a.txt").write_text("hello")
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="read a", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="read a", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert all(c[3] == {"type": "ephemeral", "ttl": "1h"} for r in h.server.requests for c in controls(r))
     [first, second] = await usage_rows(h)
     assert first.cache_write_1h_tokens > 0 and first.cache_write_5m_tokens == 0
@@ -151,7 +151,7 @@ async def test_a_large_tool_batch_does_not_break_the_cache(make_harness):
     calls = tuple(ToolUseBlock("list_files", {"path": "."}, id=f"toolu_{i:02d}") for i in range(12))
     h = make_harness([Reply((TextBlock("Looking."), *calls), "tool_use"), Reply((TextBlock("Done."),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="list", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="list", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     first, second = await usage_rows(h)
     assert second.cache_read_tokens == first.cache_read_tokens + first.cache_write_5m_tokens
     assert h.agent.context.watch.breaks == 0
@@ -160,10 +160,11 @@ async def test_a_large_tool_batch_does_not_break_the_cache(make_harness):
 async def test_an_evicted_cache_is_counted_as_a_break(make_harness, caplog):
     h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     h.server.cache.clear()
     with caplog.at_level(logging.WARNING, logger="tollgate.cache"):
-        await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+        await h.agent.run_turn(owner="alice", thread_id=tid, text="two",
+                               emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     watch = h.agent.context.watch
     assert (watch.breaks, watch.rewrites) == (1, 0)
     assert watch.events[-1].read == 0 and "unknown" in watch.events[-1].reason
@@ -176,15 +177,16 @@ async def test_a_changed_tool_set_is_a_break_with_its_reason(make_harness, demo_
     demo_refusals.expect("bound to a different conversation")
     h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),)), Reply((TextBlock("Three."),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     full = default_registry()
     h.agent.deps.registry = ToolRegistry([t for t in full if t.name != "delete_file"])
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two",
+                                  emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "end_turn"
     watch = h.agent.context.watch
     assert watch.breaks == 1 and watch.events[-1].reason.startswith("prefix changed")
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="three", emit=Recorder(),
-                                  approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="three",
+                                  emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "end_turn" and len(demo_refusals.seen) == 1
     h.brain.assert_done()
 

@@ -17,21 +17,21 @@ from agent.budget import Budget
 from agent.compress import SUMMARY_REQUEST, SUMMARY_SYSTEM, plan_compression
 from agent.config import Settings
 from agent.context import SUMMARY_MARK, Summary, build_request, with_summary
-from agent.demo_model import DemoBrain, DemoModelServer, DemoSettings, Fault, Reply, TextBlock, ToolUseBlock
-from agent.demo_model.tokens import request_prompt_tokens
-from agent.demo_model.validation import validate_request
 from agent.events import ContextCompressed
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable, to_nano
 from agent.trace import TraceLog
+from fakeclaude import DemoBrain, DemoModelServer, DemoSettings, Fault, Reply, TextBlock, ToolUseBlock
+from fakeclaude.tokens import request_prompt_tokens
+from fakeclaude.validation import validate_request
 from store import summaries as summary_store
 from store import threads as thread_store
 from store.db import Database
 from store.models import MODEL_CALLS
 from store.usage import TokenUsage
 from store.values import StoredMessage
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 from tools import default_registry
 
 SUMMARY_MODEL = "claude-haiku-5-5"
@@ -153,7 +153,7 @@ class Rig:
 
     async def turn(self, n: int) -> None:
         await self.agent.run_turn(owner="alice", thread_id=self.thread, text=f"Turn {n}: read notes/f{n}.txt",
-                                  emit=self.events, approver=APPROVE_ALL)
+                                  emit=deciding(self.agent, self.events, APPROVE_ALL))
 
     async def calls(self) -> list[Any]:
         c = MODEL_CALLS.c
@@ -390,7 +390,7 @@ async def test_a_60_turn_session_with_approvals_is_never_refused_or_cut(rig, dem
     for n in range(1, 61):
         events = Recorder()
         done = await r.agent.run_turn(owner="alice", thread_id=r.thread, text=f"Turn {n}: read notes/f{n % 29 + 1}.txt",
-                                      emit=events, approver=approver)
+                                      emit=deciding(r.agent, events, approver))
         assert done.stop_reason == "end_turn", (n, done)
         finals = [e for e in events.of(AssistantMessageDone)]
         assert finals[-1].text and not any(e.incomplete for e in finals), n  # visible text, nothing cut

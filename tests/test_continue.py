@@ -4,11 +4,11 @@ sends the cut answer back unchanged (its thinking included), and after a window 
 
 from __future__ import annotations
 
-from agent.demo_model import Reply, TextBlock
 from agent.events import AssistantMessageDone, ContextCompressed, Notice, TextDelta
 from agent.turn import CONTINUE_PROMPT
+from fakeclaude import Reply, TextBlock
 from store import threads as thread_store
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 
 LONG = "The launch checklist has many steps, and each one matters for the release. " * 40  # ~760 tokens
 
@@ -21,14 +21,14 @@ async def test_continue_after_max_tokens_asks_for_the_rest_and_sends_the_cut_ans
     h = make_harness([Reply((TextBlock(LONG),)), Reply((TextBlock("…and that is the rest."),))], max_tokens=300)
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="explain the checklist", emit=rec,
-                                  approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="explain the checklist",
+        emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "max_tokens"  # the demo cut it at 300 tokens, thinking included
     assert rec.of(AssistantMessageDone)[-1].incomplete
     [notice] = [n for n in rec.of(Notice) if n.kind == "max_tokens"]
     assert notice.continuable and not notice.retryable
     rec = Recorder()
-    done = await h.agent.continue_cut(owner="alice", thread_id=tid, emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.continue_cut(owner="alice", thread_id=tid, emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done is not None and done.stop_reason == "end_turn"
     assert "".join(e.text for e in rec.of(TextDelta)) == "…and that is the rest."
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
@@ -37,15 +37,19 @@ async def test_continue_after_max_tokens_asks_for_the_rest_and_sends_the_cut_ans
     assert strip_cc(second[-2]["content"]) == stored[1].content  # the cut answer, thinking and all, unchanged
     assert [b["type"] for b in stored[1].content] == ["thinking", "text"]
     # Nothing left to continue: the newest answer ended normally.
-    assert await h.agent.continue_cut(owner="alice", thread_id=tid, emit=Recorder(), approver=APPROVE_ALL) is None
+    assert await h.agent.continue_cut(owner="alice", thread_id=tid,
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL)) is None
 
 
 async def test_continue_is_refused_once_the_user_moved_on(make_harness):
     h = make_harness([Reply((TextBlock(LONG),)), Reply((TextBlock("Hello."),))], max_tokens=300)
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="explain", emit=Recorder(), approver=APPROVE_ALL)
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind", emit=Recorder(), approver=APPROVE_ALL)
-    assert await h.agent.continue_cut(owner="alice", thread_id=tid, emit=Recorder(), approver=APPROVE_ALL) is None
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="explain",
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind",
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL))
+    assert await h.agent.continue_cut(owner="alice", thread_id=tid,
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL)) is None
     assert len(h.brain.requests) == 2
 
 
@@ -56,13 +60,13 @@ async def test_continue_after_a_window_stop_compresses_first(make_harness):
                       Reply((TextBlock("reached its end."),))])
     tid = await h.thread()
     for i in range(5):
-        await h.agent.run_turn(owner="alice", thread_id=tid, text=f"question {i}", emit=Recorder(),
-                               approver=APPROVE_ALL)
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="a long one", emit=Recorder(),
-                                  approver=APPROVE_ALL)
+        await h.agent.run_turn(owner="alice", thread_id=tid, text=f"question {i}",
+            emit=deciding(h.agent, Recorder(), APPROVE_ALL))
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="a long one",
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "model_context_window_exceeded"
     rec = Recorder()
-    done = await h.agent.continue_cut(owner="alice", thread_id=tid, emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.continue_cut(owner="alice", thread_id=tid, emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done is not None and done.stop_reason == "end_turn"
     assert rec.of(ContextCompressed)  # far below the threshold: compressed because the window was reached
     summary, chat = h.brain.requests[-2:]

@@ -22,17 +22,17 @@ from sqlalchemy import select
 
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer, Reply, ScriptedBrain, TextBlock, ToolUseBlock
-from agent.demo_model.tokens import prompt_blocks
 from agent.events import TextDelta
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import DemoModelServer, Reply, ScriptedBrain, TextBlock, ToolUseBlock
+from fakeclaude.tokens import prompt_blocks
 from store import threads as thread_store
 from store.db import Database
 from store.model_prefs import thread_settings
 from store.models import ESTIMATE_MARGINS, MODEL_CALLS
-from tests.conftest import APPROVE_ALL, FAST, Recorder
+from tests.conftest import APPROVE_ALL, FAST, Recorder, deciding
 from tools import ToolRegistry, default_registry
 
 CHARS_PER_TOKEN = 2.5
@@ -114,8 +114,8 @@ async def session(agent: Agent, db: Database) -> None:
     tid = (await thread_store.create_thread(db, owner="alice")).id
     for i in range(3):
         rec = Recorder()
-        await agent.run_turn(owner="alice", thread_id=tid, text=f"Turn {i}: " + ENGLISH * (5 + 10 * i), emit=rec,
-                             approver=APPROVE_ALL)
+        await agent.run_turn(owner="alice", thread_id=tid, text=f"Turn {i}: " + ENGLISH * (5 + 10 * i),
+            emit=deciding(agent, rec, APPROVE_ALL))
         assert "".join(e.text for e in rec.of(TextDelta)).strip(), "every turn ends with visible text"
 
 
@@ -153,7 +153,8 @@ async def test_the_count_is_asked_with_the_calls_own_system_tools_messages_and_t
     h = make_harness([Reply((TextBlock("Looking."), ToolUseBlock("list_files", {"path": "."})), "tool_use"),
                       Reply((TextBlock("Nothing there."),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="what files", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="what files",
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert len(h.server.count_requests) == len(h.server.requests) == 2
     for counted, sent in zip(h.server.count_requests, h.server.requests, strict=True):
         for field in ("model", "system", "tools", "messages", "thinking", "output_config"):
@@ -168,9 +169,10 @@ async def test_a_count_that_finds_stale_thinking_drops_it_before_the_call_is_mad
     demo_refusals.expect("bound to a different conversation")
     h = make_harness([Reply((TextBlock("One."),)), Reply((TextBlock("Two."),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="one", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     h.agent.deps.registry = ToolRegistry([t for t in default_registry() if t.name != "delete_file"])
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="two",
+        emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "end_turn"
     assert [path for _, _, path in demo_refusals.seen] == ["/v1/messages/count_tokens"]
     assert len(h.server.requests) == 2  # every chat call went through

@@ -1,4 +1,4 @@
-"""Hand-worked examples of the demo server's prompt-cache accounting (rules in agent/demo_model/README.md).
+"""Hand-worked examples of the demo server's prompt-cache accounting (rules in fakeclaude/README.md).
 
 Every text block below is built to cost exactly 10 estimated tokens: its canonical JSON
 '{"text":"<15 chars>","type":"text"}' is 40 characters, and the estimator is ceil(chars / 4).
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent.demo_model import CacheUsage, PromptCache, default_min_cacheable_tokens, estimate_tokens
-from agent.demo_model.tokens import canonical_json, request_prompt_tokens
+from fakeclaude import CacheUsage, PromptCache, default_min_cacheable_tokens, estimate_tokens
+from fakeclaude.tokens import canonical_json, request_prompt_tokens
 
 EPHEMERAL = {"type": "ephemeral"}
 ONE_HOUR = {"type": "ephemeral", "ttl": "1h"}

@@ -11,7 +11,7 @@ import anthropic
 import httpx2
 import pytest
 
-from agent.demo_model import (
+from fakeclaude import (
     DemoBrain,
     DemoModelServer,
     DemoSettings,
@@ -23,7 +23,7 @@ from agent.demo_model import (
     ToolUseBlock,
     estimate_tokens,
 )
-from agent.demo_model.tokens import canonical_json, request_prompt_tokens
+from fakeclaude.tokens import canonical_json, request_prompt_tokens
 
 FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0, max_delta_tokens=4)
 MODEL = "claude-demo"

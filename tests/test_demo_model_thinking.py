@@ -14,8 +14,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from agent.demo_model import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
-from agent.demo_model.thinking import UPDATES_BETA
+from fakeclaude import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
+from fakeclaude.thinking import UPDATES_BETA
 
 SONNET, OPUS, HAIKU = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"
 FAST = DemoSettings(first_token_delay_s=0.0, tokens_per_second=0.0)

@@ -9,7 +9,6 @@ asks, and a secret reaches the listener only after a click, exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import socketserver
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -20,21 +19,21 @@ import anthropic
 import pytest
 import pytest_asyncio
 
-from agent.approvals import Approved, DeferredApprover, Denied
+from agent.approvals import Approved, Denied
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer, DemoSettings, ScriptedBrain
-from agent.demo_model.replies import Reply, TextBlock, ToolUseBlock
 from agent.events import ApprovalRequested
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.policy import ApprovalPolicy, Rule
 from agent.pricing import PriceTable
+from fakeclaude import DemoModelServer, DemoSettings, ScriptedBrain
+from fakeclaude.replies import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.db import Database
 from store.values import Approval
-from tests.conftest import Recorder, figures_reporter, open_test_db
+from tests.conftest import Recorder, deciding, figures_reporter, open_test_db
 from tools import default_registry
 from tools.netguard import FetchPolicy
 
@@ -146,7 +145,8 @@ class Case:
     async def turn(self, text: str, approver: Any) -> Recorder:
         rec = Recorder()
         self.recorders.append(rec)
-        await self.agent.run_turn(owner="alice", thread_id=self.thread_id, text=text, emit=rec, approver=approver)
+        await self.agent.run_turn(owner="alice", thread_id=self.thread_id, text=text,
+                                  emit=deciding(self.agent, rec, approver))
         return rec
 
     async def approvals(self) -> list[Approval]:
@@ -206,7 +206,7 @@ class Approver:
 
 class NeverAnswers:
     async def decide(self, approval: Approval) -> None:
-        await asyncio.Event().wait()
+        return None  # nobody clicks: the card stays pending
 
 
 def reject() -> Approver:
@@ -337,14 +337,14 @@ async def test_after_a_restart_the_thread_is_still_tainted(make_case: Any, mod_d
 
 async def test_suspended_card_resumed_from_the_store(make_case: Any) -> None:
     c = await make_case([read(SECRET_FILE), exfil(lambda s: c.listener.url(f"/c?d={s}")), DONE])
-    await c.turn(f"read {SECRET_FILE}", DeferredApprover())  # the card is shown; the turn suspends
+    await c.turn(f"read {SECRET_FILE}", NeverAnswers())  # the card is shown; the turn suspends
     assert [a.status for a in await c.approvals()] == ["pending"]
     assert c.listener.bytes == 0
     await c.agent.close()
     c.agent = Agent(c.agent.deps)
     approver = reject()
     c.recorders.append(Recorder())
-    await c.agent.resume(owner="alice", thread_id=c.thread_id, emit=c.recorders[-1], approver=approver)
+    await c.agent.resume(owner="alice", thread_id=c.thread_id, emit=deciding(c.agent, c.recorders[-1], approver))
     no_click(c)
     [a] = await c.approvals()
     assert a.status == "rejected" and not a.executed
@@ -438,7 +438,8 @@ async def test_approved_send_reaches_the_listener_exactly_once(make_case: Any) -
     assert len(approver.asked) == 1
     assert c.listener.targets() == [f"/c?d={SECRET}"]
     # Nothing sends it again: a resume finds the batch closed, the claimed row cannot run twice.
-    assert await c.agent.resume(owner="alice", thread_id=c.thread_id, emit=Recorder(), approver=approver) is None
+    assert await c.agent.resume(owner="alice", thread_id=c.thread_id,
+                                emit=deciding(c.agent, Recorder(), approver)) is None
     [a] = await c.approvals()
     assert a.status == "approved" and a.executed
     assert not await approval_store.claim_execution(c.db, approval_id=a.id, args_digest=a.args_digest)
@@ -457,7 +458,8 @@ async def test_rejected_send_leaves_zero_bytes(make_case: Any) -> None:
 async def test_expired_send_leaves_zero_bytes(make_case: Any) -> None:
     c = await make_case([read(SECRET_FILE), exfil(lambda s: c.listener.url(f"/c?d={s}")), DONE],
                         approval_timeout_s=0.5)
-    await c.turn(f"read {SECRET_FILE}", NeverAnswers())
+    rec = await c.turn(f"read {SECRET_FILE}", NeverAnswers())
+    await rec.turn_ended()  # the deadline timer closed it
     no_click(c)
     [a] = await c.approvals()
     assert a.status == "expired" and not a.executed

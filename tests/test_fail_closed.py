@@ -1,4 +1,5 @@
-"""The approval gate fails closed: broken, silent, misrouted, replayed or tampered decisions run nothing."""
+"""The approval gate fails closed: cards that fail to show, silent, misrouted, replayed or tampered decisions
+run nothing."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 import pytest
 from sqlalchemy import text
 
-from agent.approvals import Approved, DeferredApprover, args_digest
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
-from agent.events import ApprovalRequested
+from agent.approvals import Approved, args_digest
+from agent.decide import Refused
+from agent.events import ApprovalRequested, TurnFinished
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store.threads import NotFound
-from tests.conftest import Recorder, ScriptedApprover
+from tests.conftest import Recorder, ScriptedApprover, deciding
 
 VICTIM = "notes/victim.txt"
 CALLS = {
@@ -44,38 +46,40 @@ def _intact(h, mtime: int) -> bool:
 
 
 @pytest.mark.parametrize("tool", sorted(CALLS))
-async def test_approver_that_raises_runs_nothing(make_harness, tool):
-    h = make_harness(_script(tool))
+async def test_a_card_that_fails_to_render_runs_nothing(make_harness, tool):
+    h = make_harness(_script(tool)[:1])
     tid, mtime = await h.thread(), _plant(h)
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec,
-                           approver=ScriptedApprover({tool: RuntimeError("boom")}))
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go",
+                                  emit=deciding(h.agent, rec, ScriptedApprover({tool: RuntimeError("boom")})))
     h.brain.assert_done()
+    assert done.stop_reason == "awaiting_approval"
     [card] = rec.of(ApprovalRequested)
     a = await approval_store.get_approval(h.db, approval_id=card.approval.id, viewer="alice")
-    assert a.status == "rejected" and a.decided_by == "system" and not a.executed
+    assert a.status == "pending" and a.decided_by is None and not a.executed  # undecided is not approved
     assert _intact(h, mtime) and await _executions(h, tid) == 0
-    assert await approval_store.pending_approvals(h.db, owner="alice", thread_id=tid) == []
 
 
 @pytest.mark.parametrize("tool", sorted(CALLS))
-async def test_approver_that_never_answers_runs_nothing(make_harness, tool):
+async def test_a_card_nobody_answers_runs_nothing(make_harness, tool):
     h = make_harness(_script(tool), approval_timeout_s=1.0)  # the card must be shown before the deadline
-
-    class Silent:
-        async def decide(self, approval):
-            await asyncio.Event().wait()
-
     tid, mtime = await h.thread(), _plant(h)
-    rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=Silent())
+    rec, finished = Recorder(), asyncio.Event()
+
+    async def sink(event):
+        await rec(event)
+        if isinstance(event, TurnFinished) and event.stop_reason == "end_turn":
+            finished.set()
+
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=sink)
+    await asyncio.wait_for(finished.wait(), 10)  # the deadline closes it
     h.brain.assert_done()
     assert _intact(h, mtime) and await _executions(h, tid) == 0
     [card] = rec.of(ApprovalRequested)
     a = await approval_store.get_approval(h.db, approval_id=card.approval.id, viewer="alice")
     assert a.status == "expired" and not a.executed
-    late = await approval_store.decide(h.db, approval_id=a.id, decision="approved", decided_by="alice", via="chat")
-    assert late.status == "expired"  # a decision after the deadline changes nothing
+    late = await h.agent.decide(approval_id=a.id, decision=Approved(), by="alice", how="chat")
+    assert isinstance(late, Refused) and late.approval.status == "expired"  # a decision after the deadline
 
 
 async def test_decision_for_the_wrong_approval_runs_nothing(make_harness):
@@ -83,7 +87,7 @@ async def test_decision_for_the_wrong_approval_runs_nothing(make_harness):
     mtime = _plant(h)
     t_delete, t_write = await h.thread(), await h.thread()
     r1, r2 = Recorder(), Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=t_delete, text="go", emit=r1, approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=t_delete, text="go", emit=r1)
     [delete_card] = r1.of(ApprovalRequested)
     # An approver that answers the wrong card: asked about the write, it decides the delete (rejects it).
     misrouted = ScriptedApprover({})
@@ -95,7 +99,7 @@ async def test_decision_for_the_wrong_approval_runs_nothing(make_harness):
         return None
 
     misrouted.decide = decide  # type: ignore[method-assign]
-    await h.agent.run_turn(owner="alice", thread_id=t_write, text="go", emit=r2, approver=misrouted)
+    await h.agent.run_turn(owner="alice", thread_id=t_write, text="go", emit=deciding(h.agent, r2, misrouted))
     [write_card] = r2.of(ApprovalRequested)
     assert misrouted.asked[0].id == write_card.approval.id != delete_card.approval.id
     # bob cannot decide alice's card at all
@@ -103,9 +107,9 @@ async def test_decision_for_the_wrong_approval_runs_nothing(make_harness):
         await approval_store.decide(h.db, approval_id=write_card.approval.id, decision="approved",
                                     decided_by="bob", via="chat")
     # Resuming the write's thread with its card still pending runs nothing; the delete stays rejected.
-    again = await h.agent.resume(owner="alice", thread_id=t_write, emit=Recorder(), approver=DeferredApprover())
+    again = await h.agent.resume(owner="alice", thread_id=t_write, emit=Recorder())
     assert again is not None and again.stop_reason == "awaiting_approval"
-    await h.agent.resume(owner="alice", thread_id=t_delete, emit=Recorder(), approver=DeferredApprover())
+    await h.agent.resume(owner="alice", thread_id=t_delete, emit=Recorder())
     h.brain.assert_done()
     assert _intact(h, mtime)
     assert await _executions(h, t_delete) == 0 and await _executions(h, t_write) == 0
@@ -115,7 +119,7 @@ async def test_replayed_decision_first_wins_and_the_tool_runs_once(make_harness)
     h = make_harness(_script("write_file"))
     tid = await h.thread()
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec)
     [card] = rec.of(ApprovalRequested)
     first = await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
                                         via="chat")
@@ -123,11 +127,10 @@ async def test_replayed_decision_first_wins_and_the_tool_runs_once(make_harness)
         replay = await approval_store.decide(h.db, approval_id=first.id, decision=decision, decided_by="alice",
                                              via="chat")
         assert replay.status == "approved" and replay.decided_at == first.decided_at
-    results = await asyncio.gather(*(h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(),
-                                                    approver=ScriptedApprover({"write_file": Approved()}))
+    results = await asyncio.gather(*(h.agent.resume(owner="alice", thread_id=tid, emit=Recorder())
                                      for _ in range(3)))
     assert sorted(r is None for r in results) == [False, True, True]
-    assert await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(), approver=DeferredApprover()) is None
+    assert await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder()) is None
     h.brain.assert_done()
     assert await _executions(h, tid) == 1
     assert not await approval_store.claim_execution(h.db, approval_id=first.id,
@@ -139,7 +142,7 @@ async def test_changed_args_digest_is_refused(make_harness, tamper):
     h = make_harness(_script("write_file"))
     tid, mtime = await h.thread(), _plant(h)
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec)
     [card] = rec.of(ApprovalRequested)
     other = {"path": "notes/harmless.txt", "content": "hi"}
     def tamper_with(conn) -> None:
@@ -160,7 +163,7 @@ async def test_changed_args_digest_is_refused(make_harness, tamper):
     a = await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
                                     via="chat")
     assert a.status == "approved"
-    await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(), approver=DeferredApprover())
+    await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder())
     h.brain.assert_done()
     assert _intact(h, mtime) and not (h.workspace() / "notes/harmless.txt").exists()
     assert await _executions(h, tid) == 0

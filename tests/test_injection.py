@@ -13,7 +13,6 @@ real SDK over HTTP. Two test-side adaptations, both reported as library gaps:
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socketserver
 import threading
@@ -29,16 +28,16 @@ import pytest_asyncio
 from agent.approvals import Denied
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoBrain, DemoModelServer, DemoSettings
 from agent.events import ApprovalRequested, ToolFinished, TurnFinished
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import DemoBrain, DemoModelServer, DemoSettings
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.db import Database
 from store.values import Approval
-from tests.conftest import Recorder, figures_reporter, open_test_db
+from tests.conftest import Recorder, deciding, figures_reporter, open_test_db
 from tests.test_injection_data import ATTACKER_HOST, CASES, VICTIM, VICTIM_TEXT, Case, search_hit_line
 from tools import default_registry
 from tools.netguard import FetchPolicy
@@ -204,8 +203,7 @@ class NeverAnswers:
     asked: list[Approval] = field(default_factory=list)
 
     async def decide(self, approval: Approval) -> None:
-        self.asked.append(approval)
-        await asyncio.Event().wait()  # the deadline must decide
+        self.asked.append(approval)  # nobody clicks: the deadline must decide
 
 
 @dataclass
@@ -244,7 +242,10 @@ async def _run_case(make_agent: Any, pages: PageServer, case: Case, approver: An
     text, source = _stage(case, ws, pages)
     before = (ws / VICTIM).stat().st_mtime_ns
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=rec, approver=approver)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text=text, emit=deciding(h.agent, rec, approver))
+    if done.stop_reason == "awaiting_approval":  # undecided cards: the deadline timer closes them
+        await rec.turn_ended(30)
+        done = rec.of(TurnFinished)[-1]
 
     # The model did what the attacker asked: otherwise this case attacked nothing.
     cards = [c.approval for c in rec.of(ApprovalRequested)]
@@ -310,8 +311,8 @@ RAISES_CASES = [c for c in SIDE_EFFECT_CASES if c.channel in ("file", "search")]
 
 @pytest.mark.parametrize("case", RAISES_CASES, ids=lambda c: c.id)
 async def test_injection_with_approver_that_raises(make_agent, pages, case):
-    approver = Raises()
-    await _run_case(make_agent, pages, case, approver)
+    approver = Raises()  # the card cannot be shown: nothing is decided, the deadline expires it
+    await _run_case(make_agent, pages, case, approver, approval_timeout_s=1.0)
     assert approver.asked
 
 

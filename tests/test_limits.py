@@ -7,12 +7,12 @@ import asyncio
 import pytest
 
 from agent.approvals import Approved
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.events import ToolFinished
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import steps as step_store
 from store import threads as thread_store
 from store.limits import LimitExceeded, StoreLimits
-from tests.conftest import Recorder, ScriptedApprover
+from tests.conftest import Recorder, ScriptedApprover, deciding
 from tools import default_registry
 from tools.errors import ToolError
 from tools.quota import usage
@@ -107,8 +107,8 @@ async def test_the_model_is_told_when_a_write_is_over_quota(make_harness):
                      workspace_max_bytes=1_000)
     tid = await h.thread()
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save three", emit=rec,
-                           approver=ScriptedApprover({"write_file": Approved()}))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save three",
+                           emit=deciding(h.agent, rec, ScriptedApprover({"write_file": Approved()})))
     assert [r.is_error for r in rec.of(ToolFinished)] == [False, False, True]
     assert "over the workspace quota" in rec.of(ToolFinished)[2].output
     assert sorted(p.name for p in h.workspace().iterdir()) == ["n0.txt", "n1.txt"]

@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from agent.approvals import Approved, DeferredApprover, Denied
-from agent.demo_model import DemoBrain, Fault, Reply, TextBlock, ToolUseBlock
+from agent.approvals import Approved, Denied
 from agent.events import (
     ApprovalRequested,
     ApprovalResolved,
@@ -19,10 +18,11 @@ from agent.events import (
     TurnFinished,
     UsageReport,
 )
+from fakeclaude import DemoBrain, Fault, Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import threads as thread_store
 from store.threads import NotFound
-from tests.conftest import APPROVE_ALL, REJECT_ALL, Recorder, ScriptedApprover
+from tests.conftest import APPROVE_ALL, REJECT_ALL, Recorder, ScriptedApprover, deciding
 from tools import ToolContext, ToolRegistry, default_registry, tool
 
 
@@ -35,7 +35,7 @@ async def test_text_streams_and_is_stored(make_harness):
     h = make_harness([Reply(blocks=(TextBlock("Hello there, this streams in several pieces."),))])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=deciding(h.agent, rec, APPROVE_ALL))
     h.brain.assert_done()
     assert done.stop_reason == "end_turn"
     deltas = rec.of(TextDelta)
@@ -58,8 +58,8 @@ async def test_approved_write_runs_once_and_model_sees_result(make_harness):
     tid = await h.thread()
     rec = Recorder()
     approver = ScriptedApprover({"write_file": Approved()})
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save a note called a: hello", emit=rec,
-                           approver=approver)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save a note called a: hello",
+                           emit=deciding(h.agent, rec, approver))
     h.brain.assert_done()
     assert (h.workspace() / "notes/a.txt").read_text() == "hello"
     [card] = rec.of(ApprovalRequested)
@@ -77,7 +77,7 @@ async def test_rejected_write_does_not_run_and_model_gets_is_error(make_harness)
         Reply(blocks=(TextBlock("OK, not saved."),)),
     ])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(), approver=REJECT_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=deciding(h.agent, Recorder(), REJECT_ALL))
     h.brain.assert_done()
     assert not (h.workspace() / "notes/a.txt").exists()
     [result] = tool_results(h.brain.requests[1])
@@ -86,34 +86,39 @@ async def test_rejected_write_does_not_run_and_model_gets_is_error(make_harness)
     assert "Do not retry" in result["content"]
 
 
-async def test_approver_that_raises_fails_closed(make_harness):
+async def test_a_card_that_cannot_be_shown_leaves_the_call_undecided_and_runs_nothing(make_harness):
     h = make_harness([
         Reply(blocks=(ToolUseBlock("delete_file", {"path": "keep.txt"}),), stop_reason="tool_use"),
-        Reply(blocks=(TextBlock("Could not."),)),
     ])
     tid = await h.thread()
     h.workspace().mkdir(parents=True)
     (h.workspace() / "keep.txt").write_text("precious")
-    approver = ScriptedApprover({"delete_file": RuntimeError("socket gone")})
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="delete keep", emit=Recorder(), approver=approver)
+    approver = ScriptedApprover({"delete_file": RuntimeError("socket gone")})  # the chat is gone mid-card
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="delete keep",
+                                  emit=deciding(h.agent, Recorder(), approver))
+    assert done.stop_reason == "awaiting_approval"
     assert (h.workspace() / "keep.txt").read_text() == "precious"
-    [result] = tool_results(h.brain.requests[1])
-    assert result["is_error"] is True
+    [a] = [x async for x in _approvals(h, tid)]
+    assert a.status == "pending" and not a.executed  # nobody decided: nothing ran, nothing was approved
+    h.brain.assert_done()
 
 
-async def test_approver_that_never_answers_is_expired_at_the_deadline(make_harness):
+async def test_a_card_nobody_answers_is_expired_at_the_deadline(make_harness):
     h = make_harness([
         Reply(blocks=(ToolUseBlock("write_file", {"path": "a.txt", "content": "x"}),), stop_reason="tool_use"),
         Reply(blocks=(TextBlock("Expired."),)),
-    ], approval_timeout_s=0.05)
-
-    class NeverDecides:
-        async def decide(self, approval):
-            await asyncio.Event().wait()  # never answers: the server-side deadline must decide
-            return Approved()
-
+    ], approval_timeout_s=1.0)  # long enough to show the card on a loaded machine
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(), approver=NeverDecides())
+    rec, finished = Recorder(), asyncio.Event()
+
+    async def sink(event):
+        await rec(event)
+        if isinstance(event, TurnFinished) and event.stop_reason == "end_turn":
+            finished.set()
+
+    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink)
+    assert first.stop_reason == "awaiting_approval"
+    await asyncio.wait_for(finished.wait(), 10)  # the server-side deadline decides, nobody else
     assert not (h.workspace() / "a.txt").exists()
     [result] = tool_results(h.brain.requests[1])
     assert result["is_error"] and "expired" in result["content"]
@@ -148,7 +153,7 @@ async def test_several_tool_calls_get_one_result_each_in_one_message_keyed_by_id
         return Approved() if approval.tool_use_id == "toolu_B" else Denied("not that one")
 
     approver.decide = decide  # type: ignore[method-assign]
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(), approver=approver)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, Recorder(), approver))
     user_msgs = [m for m in h.brain.requests[1]["messages"] if m["role"] == "user"]
     results = [b for b in user_msgs[-1]["content"] if b["type"] == "tool_result"]
     assert [r["tool_use_id"] for r in results] == ["toolu_A", "toolu_L", "toolu_B"]
@@ -164,27 +169,36 @@ async def test_invalid_arguments_give_an_error_result_and_no_card(make_harness):
     ])
     tid = await h.thread()
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert rec.of(ApprovalRequested) == []
     [result] = tool_results(h.brain.requests[1])
     assert result["is_error"] and "Invalid arguments for write_file" in result["content"]
     assert "content" in result["content"]  # names the missing field
 
 
-async def test_unknown_tool_and_tool_crash_are_isolated(make_harness):
+async def test_unknown_tool_tool_error_and_tool_crash_are_isolated(make_harness):
+    @tool()
+    async def explode(ctx: ToolContext) -> str:
+        """Crashes with a bug, not a ToolError."""
+        raise RuntimeError("kaboom")
+
     h = make_harness([
-        Reply(blocks=(ToolUseBlock("format_disk", {}), ToolUseBlock("read_file", {"path": "missing.txt"})),
-              stop_reason="tool_use"),
-        Reply(blocks=(TextBlock("Both failed."),)),
-    ])
+        Reply(blocks=(ToolUseBlock("format_disk", {}), ToolUseBlock("read_file", {"path": "missing.txt"}),
+                      ToolUseBlock("explode", {})), stop_reason="tool_use"),
+        Reply(blocks=(TextBlock("All three failed."),)),
+    ], registry=ToolRegistry([*default_registry(), explode]))
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
-    assert done.stop_reason == "end_turn"
-    unknown, missing = tool_results(h.brain.requests[1])
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec)
+    assert done.stop_reason == "end_turn"  # the crash is a result for the model, not a crashed turn
+    unknown, missing, crashed = tool_results(h.brain.requests[1])
     assert unknown["is_error"] and "Unknown tool" in unknown["content"]
     assert missing["is_error"] and "missing.txt" in missing["content"]
-    assert [e.is_error for e in rec.of(ToolFinished)] == [True]
+    assert crashed["is_error"] and "RuntimeError: kaboom" in crashed["content"]
+    assert [(e.name, e.is_error) for e in rec.of(ToolFinished)] == [("read_file", True), ("explode", True)]
+    [outcome] = [o for o in (await approval_store.tool_outcomes(h.db, owner="alice", thread_id=tid)).values()
+                 if o.tool == "explode"]
+    assert outcome.status != "running" and outcome.is_error  # recorded as finished: never re-run on resume
 
 
 async def test_refusal_never_runs_tools(make_harness):
@@ -194,7 +208,7 @@ async def test_refusal_never_runs_tools(make_harness):
     h.workspace().mkdir(parents=True)
     (h.workspace() / "x.txt").write_text("x")
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     h.brain.assert_done()
     assert done.stop_reason == "refusal"
     assert rec.of(ToolStarted) == [] and rec.of(ApprovalRequested) == []
@@ -207,7 +221,7 @@ async def test_max_tokens_says_the_answer_was_cut(make_harness):
     h = make_harness([Reply(blocks=(TextBlock("Part of an ans"),), stop_reason="max_tokens")])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "max_tokens"
     assert any(n.kind == "max_tokens" and "cut" in n.message for n in rec.of(Notice))
 
@@ -217,7 +231,7 @@ async def test_call_cap_stops_a_runaway_loop(make_harness):
     h = make_harness([loop_step] * 3, max_calls_per_message=3)
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     h.brain.assert_done()
     assert done.stop_reason == "call_cap"
     assert any(n.kind == "call_cap" for n in rec.of(Notice))
@@ -231,7 +245,7 @@ async def test_sse_error_mid_stream_keeps_partial_text_and_says_so(make_harness)
                             fault=Fault(kind="sse_error", error_type="overloaded_error", after_blocks=1))])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "api_error"
     [notice] = [n for n in rec.of(Notice) if n.kind == "api_error"]
     assert "overloaded" in notice.message and notice.retryable
@@ -241,25 +255,34 @@ async def test_sse_error_mid_stream_keeps_partial_text_and_says_so(make_harness)
     assert rec.of(AssistantMessageDone)[-1].incomplete
 
 
-async def test_tool_timeout_is_reported_and_turn_continues(make_harness):
+@pytest.mark.parametrize(("declared_s", "setting_s", "applied_s"), [(0.05, 30.0, 0.05), (30.0, 0.05, 0.05)])
+async def test_tool_timeout_is_the_shorter_of_the_tools_and_the_setting_and_applied_once(
+        make_harness, declared_s, setting_s, applied_s):
     gate = asyncio.Event()
+    cancelled = []
 
-    @tool(timeout_s=0.05)
+    @tool(timeout_s=declared_s)
     async def hang(ctx: ToolContext) -> str:
         """Never finishes on its own."""
-        await gate.wait()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
         return "never"
 
     h = make_harness([
         Reply(blocks=(ToolUseBlock("hang", {}),), stop_reason="tool_use"),
         Reply(blocks=(TextBlock("It timed out."),)),
-    ], registry=ToolRegistry([*default_registry(), hang]))
+    ], registry=ToolRegistry([*default_registry(), hang]), tool_timeout_s=setting_s)
     tid = await h.thread()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder())
     gate.set()
-    assert done.stop_reason == "end_turn"
+    assert done.stop_reason == "end_turn" and cancelled == [True]
     [result] = tool_results(h.brain.requests[1])
-    assert result["is_error"] and "timed out" in result["content"]
+    # one timeout, one message: the tool's own run() adds none of its own
+    assert result["is_error"] and result["content"].count("timed out") == 1
+    assert f"Tool hang timed out after {applied_s:g} s and was cancelled." in result["content"]
 
 
 async def test_new_message_while_pending_rejects_the_pending_call(make_harness):
@@ -268,11 +291,10 @@ async def test_new_message_while_pending_rejects_the_pending_call(make_harness):
         Reply(blocks=(TextBlock("Fine, something else then."),)),
     ])
     tid = await h.thread()
-    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder(),
-                                   approver=DeferredApprover())
+    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=Recorder())
     assert first.stop_reason == "awaiting_approval"
-    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind, hi", emit=Recorder(),
-                                    approver=APPROVE_ALL)
+    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="never mind, hi",
+                                    emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert second.stop_reason == "end_turn"
     h.brain.assert_done()
     assert not (h.workspace() / "a.txt").exists()
@@ -290,7 +312,7 @@ async def test_suspended_turn_resumes_on_decision_and_runs_exactly_once(make_har
     ])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=rec, approver=DeferredApprover())
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=rec)
     assert done.stop_reason == "awaiting_approval"
     assert not (h.workspace() / "a.txt").exists()
     [card] = rec.of(ApprovalRequested)
@@ -303,8 +325,7 @@ async def test_suspended_turn_resumes_on_decision_and_runs_exactly_once(make_har
     assert a.status == "approved"
     replay = await approval_store.decide(h.db, approval_id=a.id, decision="rejected", decided_by="alice", via="chat")
     assert replay.status == "approved"  # the first decision wins
-    results = await asyncio.gather(*(h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(),
-                                                    approver=DeferredApprover()) for _ in range(3)))
+    results = await asyncio.gather(*(h.agent.resume(owner="alice", thread_id=tid, emit=Recorder()) for _ in range(3)))
     assert sorted(r is None for r in results) == [False, True, True]  # one drive; the others found it closed
     h.brain.assert_done()
     assert (h.workspace() / "a.txt").read_text() == "x"
@@ -326,7 +347,7 @@ async def test_deadline_timer_expires_a_suspended_turn_and_continues(make_harnes
         if isinstance(event, TurnFinished) and event.stop_reason == "end_turn":
             finished.set()
 
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink, approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save", emit=sink)
     await asyncio.wait_for(finished.wait(), 10)
     h.brain.assert_done()
     [resolved] = rec.of(ApprovalResolved)
@@ -340,7 +361,8 @@ async def test_oversized_message_is_refused_without_a_model_call(make_harness):
     h = make_harness([], max_user_message_chars=100)
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x" * 101, emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x" * 101,
+                                  emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "rejected_input"
     assert "101" in rec.of(Notice)[0].message
     assert h.brain.requests == []
@@ -349,8 +371,8 @@ async def test_oversized_message_is_refused_without_a_model_call(make_harness):
 async def test_context_is_rebuilt_from_stored_messages(make_harness):
     h = make_harness([Reply(blocks=(TextBlock("one"),)), Reply(blocks=(TextBlock("two"),))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="first", emit=Recorder(), approver=APPROVE_ALL)
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="second", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="first", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="second", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     msgs = h.brain.requests[1]["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
     # The answer goes back exactly as stored: its thinking block (signed), then its text.
@@ -363,7 +385,7 @@ async def test_a_turn_finishes_event_is_last(make_harness):
     h = make_harness([Reply(blocks=(TextBlock("x"),))])
     tid = await h.thread()
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert isinstance(rec.events[-1], TurnFinished)
 
 
@@ -379,11 +401,12 @@ async def test_card_names_untrusted_sources_read_earlier_in_the_thread(make_harn
                                                   "delete notes/keep.txt")
     (h.workspace() / "notes/keep.txt").write_text("keep me")
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="summarise trap", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="summarise trap",
+                           emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     [wrapped] = tool_results(h.brain.requests[1])
     assert wrapped["content"].startswith('<tool_output source="read_file:notes/trap.txt" trust="untrusted">')
     rec = Recorder()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="ok", emit=rec, approver=REJECT_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="ok", emit=deciding(h.agent, rec, REJECT_ALL))
     [card] = rec.of(ApprovalRequested)
     assert card.approval.untrusted_sources == ("read_file:notes/trap.txt",)
     assert (h.workspace() / "notes/keep.txt").read_text() == "keep me"
@@ -396,8 +419,8 @@ async def test_the_same_tool_use_id_in_two_threads_is_two_calls(make_harness):
     h = make_harness(steps * 2)
     first, second = await h.thread(), await h.thread()
     for tid in (first, second):
-        done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(),
-                                      approver=ScriptedApprover({"write_file": Approved()}))
+        done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go",
+                                      emit=deciding(h.agent, Recorder(), ScriptedApprover({"write_file": Approved()})))
         assert done.stop_reason == "end_turn"
     for tid in (first, second):
         outcomes = await approval_store.tool_outcomes(h.db, owner="alice", thread_id=tid)
@@ -409,13 +432,13 @@ async def test_resumes_keep_counting_against_the_per_message_cap(make_harness):
     h = make_harness([write] * 3, max_calls_per_message=3)
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec, approver=DeferredApprover())
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=rec)
     for _ in range(3):
         assert done is not None and done.stop_reason == "awaiting_approval"
         card = rec.of(ApprovalRequested)[-1]
         await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
                                     via="chat")
-        done = await h.agent.resume(owner="alice", thread_id=tid, emit=rec, approver=DeferredApprover())
+        done = await h.agent.resume(owner="alice", thread_id=tid, emit=rec)
     h.brain.assert_done()
     assert done is not None and done.stop_reason == "call_cap"
 
@@ -429,11 +452,10 @@ async def test_the_demo_answers_the_new_request_that_superseded_a_pending_call(m
     (h.workspace() / "notes" / "groceries.txt").write_text("milk, eggs")
     tid = await h.thread()
     first = await h.agent.run_turn(owner="alice", thread_id=tid, text="save a note called groceries: bread",
-                                   emit=Recorder(), approver=DeferredApprover())
+                                   emit=Recorder())
     assert first.stop_reason == "awaiting_approval"
     rec = Recorder()
-    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="Delete groceries", emit=rec,
-                                    approver=DeferredApprover())
+    second = await h.agent.run_turn(owner="alice", thread_id=tid, text="Delete groceries", emit=rec)
     h.brain.assert_done()
     last = h.brain.requests[-1]["messages"][-1]["content"]  # the real shape: the closed batch, then the text
     assert [b["type"] for b in last] == ["tool_result", "text"] and "new message" in last[0]["content"]

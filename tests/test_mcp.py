@@ -14,14 +14,14 @@ import pytest
 from agent.approvals import Approved, Denied
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer
 from agent.events import ApprovalRequested, ToolFinished
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
+from fakeclaude import DemoModelServer
 from store import threads as thread_store
 from store.db import Database
-from tests.conftest import FAST, Recorder, ScriptedApprover
+from tests.conftest import FAST, Recorder, ScriptedApprover, deciding
 from tests.mcp_servers.harness import HttpProbe, start_http_probe, stdio_config
 from tools import ToolRegistry, default_registry
 from tools.mcp import McpServers, ServerConfig
@@ -54,7 +54,7 @@ class Rig:
     async def turn(self, text: str, approver: Any, owner: str = "alice", thread: str | None = None) -> Recorder:
         tid = thread or (await thread_store.create_thread(self.db, owner=owner)).id
         rec = Recorder()
-        await self.agent.run_turn(owner=owner, thread_id=tid, text=text, emit=rec, approver=approver)
+        await self.agent.run_turn(owner=owner, thread_id=tid, text=text, emit=deciding(self.agent, rec, approver))
         return rec
 
 

@@ -170,7 +170,7 @@ def test_a_bad_tool_module_setting_is_a_clear_error():
 
 
 def test_the_demo_persona_recognises_the_task_starter_and_mcp_calls():
-    from agent.demo_model.intents import find_injected_goal, parse_commands
+    from fakeclaude.persona.intents import find_injected_goal, parse_commands
 
     starter = "Add a task: water the plants"  # ui/chat.py STARTERS (importing chainlit here warns)
     assert f'"{starter}"' in (Path(__file__).parents[1] / "ui" / "chat.py").read_text()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from agent.demo_model import Fault, Reply, TextBlock
 from agent.events import Notice
+from fakeclaude import Fault, Reply, TextBlock
 from store import threads as thread_store
 from store.models import MODEL_CALLS
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 
 OK = Reply(blocks=(TextBlock("Recovered fine."),))
 
@@ -22,7 +22,8 @@ def fail(status: int, error_type: str) -> Reply:
 async def test_transient_errors_are_retried_by_the_sdk(make_harness, status, error_type):
     h = make_harness([fail(status, error_type), OK])
     tid = await h.thread()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi",
+                                  emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     h.brain.assert_done()
     assert done.stop_reason == "end_turn"
 
@@ -38,7 +39,7 @@ async def test_final_errors_say_what_is_wrong(make_harness, status, error_type, 
     h = make_harness([fail(status, error_type)] * attempts)
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=deciding(h.agent, rec, APPROVE_ALL))
     h.brain.assert_done()
     assert done.stop_reason == "api_error"
     [notice] = [n for n in rec.of(Notice) if n.kind == "api_error"]
@@ -56,11 +57,11 @@ async def test_cut_stream_keeps_the_text_and_retry_continues(make_harness):
                       OK])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "api_error"
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
     assert stored[-1].incomplete and "Half of a sentence" in stored[-1].content[0]["text"]
-    again = await h.agent.retry(owner="alice", thread_id=tid, emit=Recorder(), approver=APPROVE_ALL)
+    again = await h.agent.retry(owner="alice", thread_id=tid, emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert again is not None and again.stop_reason == "end_turn"
     h.brain.assert_done()
     # the half answer stays in the history but not in the model's context

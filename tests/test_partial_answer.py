@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.demo_model import Fault, Reply, TextBlock
 from agent.events import AgentEvent, AnswerKept, AssistantMessageDone, TextDelta
+from fakeclaude import Fault, Reply, TextBlock
 from store import threads as thread_store
-from tests.conftest import APPROVE_ALL
+from tests.conftest import APPROVE_ALL, deciding
 
 STORY = " ".join(f"word{i}" for i in range(300))
 
@@ -43,7 +43,7 @@ async def test_answer_is_stored_while_streaming_and_finished_in_place(make_harne
     tid = await h.thread()
     sink = HoldsStream(h.db, tid)
     done = await asyncio.wait_for(
-        h.agent.run_turn(owner="alice", thread_id=tid, text="tell me", emit=sink, approver=APPROVE_ALL), 30)
+        h.agent.run_turn(owner="alice", thread_id=tid, text="tell me", emit=deciding(h.agent, sink, APPROVE_ALL)), 30)
     assert done.stop_reason == "end_turn"
 
     # Mid-stream: the answer so far was a stored, incomplete assistant message.
@@ -67,13 +67,14 @@ async def test_kept_partial_is_left_out_of_the_next_call(make_harness):
     h = make_harness([cut, Reply(blocks=(TextBlock("Fresh answer."),))], partial_save_interval_s=0)
     tid = await h.thread()
     sink = HoldsStream(h.db, tid)
-    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="tell me", emit=sink, approver=APPROVE_ALL)
+    first = await h.agent.run_turn(owner="alice", thread_id=tid, text="tell me",
+                                   emit=deciding(h.agent, sink, APPROVE_ALL))
     assert first.stop_reason == "api_error"
     stored = await thread_store.load_messages(h.db, owner="alice", thread_id=tid)
     assert [(m.role, m.incomplete) for m in stored] == [("user", False), ("assistant", True)]
     assert STORY.startswith(stored[-1].content[0]["text"].rstrip())
 
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="again", emit=sink, approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="again", emit=deciding(h.agent, sink, APPROVE_ALL))
     second_request = h.server.requests[-1]["messages"]
     assert all(m["role"] == "user" for m in second_request)  # the half answer is history, not context
     assert "word1 " not in str(second_request)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from agent.demo_model import Reply, TextBlock
 from agent.pricing import PriceTable, UnknownPrice, fmt_usd, from_nano, to_nano
+from fakeclaude import Reply, TextBlock
 from store.models import MODEL_CALLS
 from store.usage import TokenUsage
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 
 DAY = date(2026, 11, 1)
 EVERY_FIELD = TokenUsage(input_tokens=1_000, output_tokens=2_000, cache_write_5m_tokens=3_000,
@@ -156,7 +156,7 @@ async def test_a_real_call_is_stored_at_its_exact_cost_in_nano_usd(make_harness)
         "ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 300, "cache_read_input_tokens": 400,
     })], model="claude-opus-5-5", max_tokens=4_096)
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=Recorder(), approver=APPROVE_ALL)
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     async with h.db.read() as conn:
         row = (await conn.execute(select(MODEL_CALLS).where(MODEL_CALLS.c.thread_id == tid))).one()
     assert (row.input_tokens, row.output_tokens, row.cache_write_5m_tokens, row.cache_write_1h_tokens,

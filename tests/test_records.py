@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy import update
 
 import cli
-from agent.approvals import DeferredApprover
 from agent.config import Settings
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import audit, records
 from store import steps as step_store
@@ -37,11 +36,10 @@ DAY = 86_400.0
 async def approved_write(h) -> tuple[str, str]:
     """alice asks, the card is approved in the chat, the write runs: (thread id, approval id)."""
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="save the plan", emit=Recorder(),
-                           approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="save the plan", emit=Recorder())
     [pending] = await approval_store.pending_approvals(h.db, owner="alice", thread_id=tid)
     await approval_store.decide(h.db, approval_id=pending.id, decision="approved", decided_by="alice", via="chat")
-    finished = await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(), approver=DeferredApprover())
+    finished = await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder())
     assert finished is not None and finished.stop_reason == "end_turn"
     assert (h.workspace() / "notes/plan.txt").read_text() == "the plan"
     return tid, pending.id
@@ -100,8 +98,7 @@ async def test_deleting_a_thread_keeps_its_audit_for_operators_and_hides_it_from
 async def test_deleting_a_thread_rejects_its_pending_approvals_and_an_approved_call_never_runs(make_harness):
     h = make_harness([WRITE, WRITE])
     waiting = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=waiting, text="save", emit=Recorder(),
-                           approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=waiting, text="save", emit=Recorder())
     [pending] = await approval_store.pending_approvals(h.db, owner="alice", thread_id=waiting)
     await thread_store.delete_thread(h.db, owner="alice", thread_id=waiting)
     assert await approval_store.pending_approvals(h.db, owner=None) == []  # not left in the operators' queue
@@ -110,8 +107,7 @@ async def test_deleting_a_thread_rejects_its_pending_approvals_and_an_approved_c
 
     # approved, then the thread deleted before the tool ran: the claim fails, nothing is written
     approved = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=approved, text="save", emit=Recorder(),
-                           approver=DeferredApprover())
+    await h.agent.run_turn(owner="alice", thread_id=approved, text="save", emit=Recorder())
     [card] = await approval_store.pending_approvals(h.db, owner="alice", thread_id=approved)
     await approval_store.decide(h.db, approval_id=card.id, decision="approved", decided_by="alice", via="chat")
     await thread_store.delete_thread(h.db, owner="alice", thread_id=approved)

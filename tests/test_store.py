@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import users as user_store
 from store.threads import NotFound
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 
 pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
 
@@ -74,10 +74,10 @@ async def test_no_model_request_mixes_two_users_content(make_harness):
         h.workspace(user).mkdir(parents=True, exist_ok=True)
         (h.workspace(user) / "secret.txt").write_text(f"{user}-file-secret")
     threads = {u: await h.thread(u) for u in ("alice", "bob")}
-    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text=f"{u}-typed-secret", emit=Recorder(),
-                                            approver=APPROVE_ALL) for u in ("alice", "bob")))
-    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text="again", emit=Recorder(),
-                                            approver=APPROVE_ALL) for u in ("alice", "bob")))
+    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text=f"{u}-typed-secret",
+                                            emit=deciding(h.agent, Recorder(), APPROVE_ALL)) for u in ("alice", "bob")))
+    await asyncio.gather(*(h.agent.run_turn(owner=u, thread_id=threads[u], text="again",
+                                            emit=deciding(h.agent, Recorder(), APPROVE_ALL)) for u in ("alice", "bob")))
     h.brain.assert_done()
     for request in h.brain.requests:
         body = json.dumps(request)

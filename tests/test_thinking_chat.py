@@ -8,10 +8,10 @@ import json
 import random
 
 from agent.context import ModelRequest, build_request
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.events import AssistantMessageDone, Notice, TextDelta, ThinkingDelta, ToolStarted, TurnFinished
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import threads as thread_store
-from tests.conftest import APPROVE_ALL, Recorder
+from tests.conftest import APPROVE_ALL, Recorder, deciding
 from tools import default_registry
 
 
@@ -20,7 +20,8 @@ async def test_thinking_streams_before_the_tool_step_and_goes_back_unchanged(mak
                       Reply((TextBlock("You have none."),))])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="what files", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="what files",
+                                  emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "end_turn"
     kinds = [type(e).__name__ for e in rec.events if isinstance(e, ThinkingDelta | TextDelta | ToolStarted)]
     # thinking (start, then text), the text, the progress update (start, text), then the tool step.
@@ -43,19 +44,20 @@ async def test_a_refusal_names_its_category_and_the_thread_goes_on(make_harness)
                       Reply((TextBlock("Sure."),))])
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "refusal"
     [notice] = [n for n in rec.of(Notice) if n.kind == "refusal"]
     assert "(category: cyber)" in notice.message
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="y", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="y",
+                                  emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "end_turn"
 
 
 async def test_a_window_stop_is_marked_cut(make_harness):
     h = make_harness([Reply((TextBlock("partial"),), "model_context_window_exceeded")])
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=await h.thread(), text="x", emit=rec,
-                                  approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=await h.thread(), text="x",
+                                  emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "model_context_window_exceeded"
     assert rec.of(AssistantMessageDone)[-1].incomplete
     assert any("context window" in n.message for n in rec.of(Notice))
@@ -80,12 +82,13 @@ async def test_pause_turn_is_continued_as_is_and_bounded_by_the_call_cap(make_ha
                       Reply((TextBlock("a"),), "pause_turn"), Reply((TextBlock("b"),), "pause_turn")],
                      max_calls_per_message=2)
     tid = await h.thread()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x", emit=Recorder(), approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="x",
+                                  emit=deciding(h.agent, Recorder(), APPROVE_ALL))
     assert done.stop_reason == "end_turn"
     paused = h.brain.requests[1]["messages"][-1]
     assert paused["role"] == "assistant"  # sent back as-is: continuing it is not a prefill
     assert all("cache_control" not in b for b in paused["content"] if b["type"] == "thinking")
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="y", emit=rec, approver=APPROVE_ALL)
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="y", emit=deciding(h.agent, rec, APPROVE_ALL))
     assert done.stop_reason == "call_cap" and any(n.kind == "call_cap" for n in rec.of(Notice))
     h.brain.assert_done()

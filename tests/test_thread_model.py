@@ -5,15 +5,14 @@ nothing."""
 from __future__ import annotations
 
 from agent import thread_model
-from agent.approvals import DeferredApprover
 from agent.budget import Budget
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.events import ApprovalRequested
 from agent.pricing import PriceTable
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store import approvals as approval_store
 from store import model_prefs
 from store import usage as usage_store
-from tests.conftest import Recorder, ScriptedApprover
+from tests.conftest import Recorder, ScriptedApprover, deciding
 
 
 def ok(text: str = "ok") -> Reply:
@@ -27,15 +26,17 @@ def sent(request: dict[str, object]) -> tuple[object, object]:
 async def test_a_users_choice_applies_to_new_threads_and_an_open_thread_keeps_its_own(make_harness):
     h = make_harness([ok(), ok(), ok(), ok()])
     old = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=old, text="hi", emit=Recorder(), approver=ScriptedApprover({}))
+    await h.agent.run_turn(owner="alice", thread_id=old, text="hi",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
     await model_prefs.set_user_pref(h.db, user="alice", model="claude-haiku-5-5", effort="low")
-    await h.agent.run_turn(owner="alice", thread_id=old, text="again", emit=Recorder(),
-                           approver=ScriptedApprover({}))
+    await h.agent.run_turn(owner="alice", thread_id=old, text="again",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
     new = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=new, text="hi", emit=Recorder(), approver=ScriptedApprover({}))
+    await h.agent.run_turn(owner="alice", thread_id=new, text="hi",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
     await model_prefs.set_user_pref(h.db, user="alice", model="claude-opus-5-5", effort="high")
-    await h.agent.run_turn(owner="alice", thread_id=new, text="again", emit=Recorder(),
-                           approver=ScriptedApprover({}))
+    await h.agent.run_turn(owner="alice", thread_id=new, text="again",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
     assert [sent(r) for r in h.brain.requests] == [
         ("claude-sonnet-5-5", {"effort": "medium"}), ("claude-sonnet-5-5", {"effort": "medium"}),
         ("claude-haiku-5-5", {"effort": "low"}), ("claude-haiku-5-5", {"effort": "low"})]
@@ -50,14 +51,14 @@ async def test_a_resumed_turn_uses_the_threads_stored_settings(make_harness):
     await model_prefs.set_user_pref(h.db, user="alice", model="claude-haiku-5-5", effort="low")
     tid = await h.thread()
     rec = Recorder()
-    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="save a", emit=rec,
-                                  approver=DeferredApprover())  # no decision yet: the turn suspends
+    # No decision yet: the turn suspends.
+    done = await h.agent.run_turn(owner="alice", thread_id=tid, text="save a", emit=rec)
     assert done.stop_reason == "awaiting_approval"
     await model_prefs.set_user_pref(h.db, user="alice", model="claude-opus-5-5", effort="max")
     [card] = rec.of(ApprovalRequested)
     await approval_store.decide(h.db, approval_id=card.approval.id, decision="approved", decided_by="alice",
                                 via="chat")
-    await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder(), approver=DeferredApprover())
+    await h.agent.resume(owner="alice", thread_id=tid, emit=Recorder())
     assert [sent(r) for r in h.brain.requests] == [("claude-haiku-5-5", {"effort": "low"})] * 2
 
 
@@ -83,7 +84,8 @@ async def test_a_stored_choice_that_became_invalid_falls_back_to_the_deployment(
     # Stored while the deployment thought adaptively; between_tools refuses xhigh.
     await model_prefs.set_user_pref(h.db, user="alice", model="claude-sonnet-5-5", effort="xhigh")
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="hi", emit=Recorder(), approver=ScriptedApprover({}))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="hi",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
     [request] = h.brain.requests
     assert request["thinking"] == {"type": "between_tools"} and request["output_config"] == {"effort": "medium"}
 

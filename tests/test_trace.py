@@ -7,10 +7,10 @@ import json
 from sqlalchemy import func, select
 
 from agent.approvals import Approved
-from agent.demo_model import Reply, TextBlock, ToolUseBlock
 from agent.trace import TraceLog
+from fakeclaude import Reply, TextBlock, ToolUseBlock
 from store.models import MODEL_CALLS, TOOL_CALLS
-from tests.conftest import Recorder, ScriptedApprover
+from tests.conftest import Recorder, ScriptedApprover, deciding
 
 STEPS = [
     Reply(blocks=(TextBlock("Looking."), ToolUseBlock("list_files", {}),
@@ -25,8 +25,8 @@ async def run(make_harness, tmp_path, content: bool):
     path = tmp_path / f"trace-{content}.jsonl"
     h.agent.deps.trace = TraceLog(path, content=content)
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(),
-                           approver=ScriptedApprover({"write_file": Approved()}))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go",
+                           emit=deciding(h.agent, Recorder(), ScriptedApprover({"write_file": Approved()})))
     return h, [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -70,8 +70,8 @@ async def test_opentelemetry_spans_follow_the_genai_conventions(make_harness, tm
     h = make_harness(list(STEPS))
     h.agent.deps.trace = TraceLog(tmp_path / "t.jsonl", sinks=[OtelExport(provider.get_tracer("test"))])
     tid = await h.thread()
-    await h.agent.run_turn(owner="alice", thread_id=tid, text="go", emit=Recorder(),
-                           approver=ScriptedApprover({"write_file": Approved()}))
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="go",
+                           emit=deciding(h.agent, Recorder(), ScriptedApprover({"write_file": Approved()})))
     spans = {s.name: s for s in exporter.get_finished_spans()}
     chat = spans["chat claude-sonnet-5-5"]
     assert chat.attributes["gen_ai.operation.name"] == "chat" and chat.attributes["gen_ai.system"] == "anthropic"

@@ -7,7 +7,6 @@ prompt caching needs the tool block to be byte-identical on every request.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
 import typing
@@ -131,12 +130,10 @@ class Tool:
 
     async def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
         # Validated again on purpose: cheap, and run() must never trust a caller to have done it.
+        # The timeout is applied once, by the caller (agent/toolexec.py: the shorter of timeout_s and the
+        # TOLLGATE_TOOL_TIMEOUT_S ceiling), which also cancels the call.
         checked = self.validate(args)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await self.fn(ctx, **checked)
-        except TimeoutError:
-            raise ToolError(f"{self.name} timed out after {self.timeout_s:g} s") from None
+        result = await self.fn(ctx, **checked)
         if not isinstance(result, str):
             raise TypeError(f"{self.name} returned {type(result).__name__}, not str")
         return result

@@ -35,7 +35,7 @@ def drop_constructor_sleep() -> None:
     `chainlit.step`; tests/test_chainlit_compat.py fails loudly if they sleep again."""
     # By module path: the package attribute `chainlit.step` is the @step decorator, not the module.
     for name in ("chainlit.message", "chainlit.step"):
-        importlib.import_module(name).time = _TimeWithoutSleep()
+        setattr(importlib.import_module(name), "time", _TimeWithoutSleep())  # noqa: B010 (a module global, by name)
 
 
 async def disconnect_sockets_of(user: str) -> int:

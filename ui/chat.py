@@ -9,7 +9,8 @@ from typing import Any
 
 import chainlit as cl
 
-from agent.approvals import DeferredApprover
+from agent.approvals import Approved, Decision, Denied
+from agent.decide import How, Refused
 from agent.events import ApprovalRequested
 from store import approvals as approval_store
 from store import threads as thread_store
@@ -130,8 +131,7 @@ async def on_message(message: cl.Message) -> None:
         for path, text in (("notes/injection-demo.txt", BOOBY_TRAP), ("notes/groceries.txt", "milk, eggs, bread\n")):
             if not workspace.exists(path):
                 workspace.write_text(path, text)
-    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer(),
-                            approver=DeferredApprover())
+    await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer())
     await settings_panel.show(rt, owner)  # the budget left, after what this turn spent
 
 
@@ -152,7 +152,7 @@ async def on_approve_always(action: cl.Action) -> None:
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    await on_decision(action, "approved", via="always")
+    await on_decision(action, "approved", how="always")
 
 
 async def on_stop_always(action: cl.Action) -> None:
@@ -168,25 +168,25 @@ async def on_stop_always(action: cl.Action) -> None:
     await cl.Message(content=f"`{tool}` will ask again before it runs in this thread.").send()
 
 
-async def on_decision(action: cl.Action, decision: str, reason: str | None = None, via: str = "chat") -> None:
+async def on_decision(action: cl.Action, decision: str, reason: str | None = None, how: How = "chat") -> None:
     rt = await runtime()
-    owner = _user()
     approval_id = action.payload.get("approval_id")
     if not isinstance(approval_id, str):
         return
+    renderer()  # this chat watches the thread: the woken turn renders here
+    verdict: Decision = Approved() if decision == "approved" else Denied(reason or "")
     try:
-        a = await approval_store.decide(rt.db, approval_id=approval_id, decision=decision, decided_by=owner,
-                                        via=via, reason=reason)
+        outcome = await rt.agent.decide(approval_id=approval_id, decision=verdict, by=_user(), how=how, reason=reason)
     except NotFound:
         await cl.Message(content="That approval does not exist or is not yours; nothing was changed.").send()
         return
-    if a.status == "pending":  # routed to an operator: only the operator can approve it
-        await cl.Message(content="Only an operator can approve this call; you can still reject it.").send()
+    if isinstance(outcome, Refused):
+        if outcome.approval.status == "pending":  # routed to an operator: only the operator can approve it
+            await cl.Message(content="Only an operator can approve this call; you can still reject it.").send()
         return
-    # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
-    await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(a.thread_id),
-                          approver=DeferredApprover())
-    await settings_panel.show(rt, owner)
+    if outcome.moving_on is not None:  # a due resume row: the dispatcher moves the thread on, rendering here
+        await outcome.moving_on
+    await settings_panel.show(rt, _user())
 
 
 async def on_resume(thread: dict[str, Any]) -> None:
@@ -225,7 +225,7 @@ async def on_reject_with_reason(action: cl.Action) -> None:
 async def on_retry(_action: cl.Action) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
-    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+    await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer())
 
 
 async def on_chat_start() -> None:
@@ -241,7 +241,7 @@ async def on_continue(action: cl.Action) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
     await action.remove()
-    done = await rt.agent.continue_cut(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+    done = await rt.agent.continue_cut(owner=owner, thread_id=thread_id, emit=renderer())
     if done is None:
         await cl.Message(content="Nothing to continue: the newest answer was not cut, or a turn is running.").send()
     await settings_panel.show(rt, owner)

@@ -17,6 +17,7 @@ from typing import Any
 import chainlit as cl
 from chainlit.context import context
 from chainlit.data.base import BaseDataLayer
+from chainlit.step import StepDict
 from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
 from chainlit.user import PersistedUser, User
 
@@ -183,11 +184,11 @@ class StoreDataLayer(BaseDataLayer):
     async def build_debug_url(self) -> str:
         return ""
 
-    async def get_favorite_steps(self, user_id: str) -> list[Any]:
+    async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
         return []
 
-    async def set_step_favorite(self, step_id: str, favorite: bool) -> Any:
-        return None
+    async def set_step_favorite(self, step_dict: StepDict, favorite: bool) -> StepDict:
+        return step_dict  # favourites are not kept: the step is returned as it was
 
     async def close(self) -> None:
         return None
@@ -204,11 +205,11 @@ def _title(title: str | None) -> str:
     return reveal_line(title) if title else "New chat"
 
 
-def _step_dict(s: dict[str, Any]) -> dict[str, Any]:
-    d: dict[str, Any] = {"id": s["id"], "threadId": s["thread_id"], "parentId": s["parent_id"], "name": s["name"],
-                         "type": s["type"], "input": s["input"], "output": s["output"], "isError": s["is_error"],
-                         "createdAt": s["created_at"], "start": s["start"], "end": s["end"],
-                         "metadata": s["metadata"], "language": s["language"]}
+def _step_dict(s: dict[str, Any]) -> StepDict:
+    d: StepDict = {"id": s["id"], "threadId": s["thread_id"], "parentId": s["parent_id"], "name": s["name"],
+                   "type": s["type"], "input": s["input"], "output": s["output"], "isError": s["is_error"],
+                   "createdAt": s["created_at"], "start": s["start"], "end": s["end"],
+                   "metadata": s["metadata"], "language": s["language"]}
     if s["show_input"]:
         d["showInput"] = s["show_input"] if s["show_input"] not in ("true", "false") else s["show_input"] == "true"
     return d

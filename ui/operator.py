@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from agent.approvals import Approved, Decision, Denied
 from agent.pricing import from_nano, to_nano
 from store import approvals as approval_store
 from store import audit, records
@@ -25,7 +26,7 @@ from store import usage as usage_store
 from store import users as user_store
 from store.threads import NotFound
 from store.values import Approval
-from ui import cards, chat, live, operator_page
+from ui import cards, chat, operator_page
 
 router = APIRouter(prefix="/operator")
 
@@ -77,13 +78,13 @@ class DecisionIn(BaseModel):
 @router.post("/api/approvals/{approval_id}")
 async def decide(approval_id: str, body: DecisionIn, who: Operator) -> dict[str, Any]:
     rt = await chat.runtime()
-    try:
-        a = await approval_store.decide(rt.db, approval_id=approval_id, decision=body.decision, decided_by=who,
-                                        via="console", reason=body.reason, as_operator=True)
+    verdict: Decision = Approved() if body.decision == "approved" else Denied(body.reason or "")
+    try:  # recorded, and the thread woken where its chat watches it (agent/decide.py)
+        outcome = await rt.agent.decide(approval_id=approval_id, decision=verdict, by=who, how="console",
+                                        reason=body.reason)
     except NotFound:
         raise HTTPException(status_code=404, detail="no such approval") from None
-    await live.continue_thread(rt, owner=a.owner, thread_id=a.thread_id)
-    return _approval_json(a)
+    return _approval_json(outcome.approval)
 
 
 @router.get("/api/audit")
@@ -174,7 +175,8 @@ async def thread_view(thread_id: str, who: Operator) -> str:
 @router.get("/api/thread/{thread_id}/trace")
 async def thread_trace(thread_id: str, who: Operator) -> dict[str, Any]:
     rt = await chat.runtime()
-    return json.loads(json.dumps(await audit.thread_trace(rt.db, thread_id=thread_id), default=str))
+    trace: dict[str, Any] = json.loads(json.dumps(await audit.thread_trace(rt.db, thread_id=thread_id), default=str))
+    return trace
 
 
 @router.get("/api/purges")

@@ -150,7 +150,7 @@ def spend_chart(rows: list[SpendRow], width: int = 720, height: int = 240) -> st
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}">',
              f'<text class="axis" x="4" y="14" fill="#aaa" font-size="11">max ${top / 1e9:.4f}/day</text>']
     for i, day in enumerate(days):
-        y = height
+        y: float = height
         for j, user in enumerate(users):
             h = per_day[day].get(user, 0) / top * (height - 30)
             if h <= 0:
@@ -189,10 +189,10 @@ def _waterfall(trace: dict[str, list[dict[str, Any]]]) -> str:
     out = ["<table><tr><th>step</th><th>ms</th><th class='wide'>waterfall</th><th>detail</th></tr>"]
     for name, _start, first, rest, detail in rows:
         human = name.startswith("approval")
-        a, b = first / scale * 100, rest / scale * 100
+        lead, tail = first / scale * 100, rest / scale * 100
         bar = ("<i>human time, not latency</i>" if human else
-               f"<svg width='100%' height='12'><rect width='{a:.1f}%' height='12' fill='#7ec8e3'/>"
-               f"<rect x='{a:.1f}%' width='{b:.1f}%' height='12' fill='#f58ab0'/></svg>")
+               f"<svg width='100%' height='12'><rect width='{lead:.1f}%' height='12' fill='#7ec8e3'/>"
+               f"<rect x='{lead:.1f}%' width='{tail:.1f}%' height='12' fill='#f58ab0'/></svg>")
         out.append(f"<tr><td>{_cell(name)}</td><td>{first + rest:,.0f}</td><td>{bar}</td>"
                    f"<td>{_cell(detail)}</td></tr>")
     out.append("</table><p>blue: time to first token · pink: the rest of the call or the tool's run</p>")

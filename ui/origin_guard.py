@@ -38,7 +38,7 @@ class OriginGuard:
         """The first Origin header not in the allowed list, or None when the request may pass."""
         for key, value in scope.get("headers", ()):
             if key == b"origin":
-                origin = value.decode("latin-1")
+                origin: str = value.decode("latin-1")
                 if normalise(origin) not in self.allowed:
                     return origin
         return None

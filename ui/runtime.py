@@ -13,7 +13,6 @@ import anthropic
 from agent import wakeups
 from agent.budget import Budget
 from agent.config import Settings
-from agent.demo_model import DemoModelServer, DemoSettings
 from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.otel import OtelExport
@@ -28,6 +27,7 @@ from store.schema import SchemaError
 from tools import default_registry
 from tools.extra import extra_tools
 from tools.mcp import McpServers, load_config
+from ui.demo_model import DemoModelProcess
 from ui.setup import SharedSettingMissing
 
 log = logging.getLogger("tollgate")
@@ -38,7 +38,7 @@ class Runtime:
     settings: Settings
     db: Database
     agent: Agent
-    demo: DemoModelServer | None
+    demo: DemoModelProcess | None
     listener: PgListener | None = None
     mcp: McpServers | None = None
 
@@ -51,7 +51,7 @@ class Runtime:
         await self.agent.member.close()
         await self.db.close()
         if self.demo is not None:
-            self.demo.stop()
+            await self.demo.stop()
 
 
 async def build_runtime(settings: Settings | None = None) -> Runtime:
@@ -77,13 +77,13 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         purged = await records.purge_deleted(db, older_than_days=settings.retention_days, by="startup")
         log.info("retention %s days: purged %d deleted threads (%d approvals, %d tool calls)",
                  settings.retention_days, purged.threads, purged.approvals, purged.tool_calls)
-    demo: DemoModelServer | None = None
+    demo: DemoModelProcess | None = None
     if os.environ.get("ANTHROPIC_API_KEY"):
         client = anthropic.AsyncAnthropic()  # honours ANTHROPIC_BASE_URL like the SDK always does
     else:
-        demo = DemoModelServer(settings=DemoSettings.from_env())
-        base_url = demo.start()
-        log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
+        demo = DemoModelProcess()  # a child process: the product never imports the fake model
+        base_url = await demo.start()
+        log.warning("no ANTHROPIC_API_KEY: using the demo model (python -m fakeclaude) at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
     registry = default_registry()

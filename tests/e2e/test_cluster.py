@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from agent.demo_model import DemoModelServer, DemoSettings
+from fakeclaude import DemoModelServer, DemoSettings
 from tests.cluster import Cluster, running
 from tests.e2e.conftest import PASSWORD, send
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from agent.demo_model import DemoModelServer, Reply, ScriptedBrain, TextBlock
 from agent.turn import CONTINUE_PROMPT
+from fakeclaude import DemoModelServer, Reply, ScriptedBrain, TextBlock
 from tests.conftest import FAST
 from tests.e2e.conftest import PASSWORD, Server, login, send, start_server, stop_server
 

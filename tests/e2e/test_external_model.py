@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.demo_model import DemoModelServer, Reply, ScriptedBrain, TextBlock
+from fakeclaude import DemoModelServer, Reply, ScriptedBrain, TextBlock
 from tests.conftest import FAST
 from tests.e2e.conftest import PASSWORD, start_server, stop_server
 from tests.e2e.test_isolation import Chat

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from agent.demo_model import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
+from fakeclaude import DemoModelServer, DemoSettings, Reply, ScriptedBrain, TextBlock, ToolUseBlock
 from tests.e2e.conftest import PASSWORD, Server, free_port, send, start_server, stop_server
 
 pytestmark = pytest.mark.browser

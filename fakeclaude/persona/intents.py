@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 
-from .replies import ToolUseBlock
+from agent.wording import SUMMARY_REQUEST
+from fakeclaude.replies import ToolUseBlock
 
 __all__ = ["find_injected_goal", "is_summary_request", "note_path", "parse_commands", "summarise_transcript"]
 
@@ -156,13 +157,12 @@ def find_injected_goal(text: str) -> ToolUseBlock | None:
 
 
 # --- summaries: the app's compression asks the (cheaper) model to summarise a transcript -----------------
-SUMMARY_REQUEST = "summarise the following conversation"
 _CALLED = re.compile(r"^Assistant called (\w+)\((.*)\)$")
 _PATH = re.compile(r'"path": "([^"]+)"')
 
 
 def is_summary_request(text: str) -> bool:
-    return text.lstrip().lower().startswith(SUMMARY_REQUEST)
+    return text.lstrip().lower().startswith(SUMMARY_REQUEST.lower())  # the app's own prompt, not a copy
 
 
 def summarise_transcript(text: str) -> str:

@@ -17,7 +17,6 @@ import uvicorn
 
 from .accounting import PromptCache
 from .app import MessagesApp
-from .brains import DemoBrain
 from .replies import Brain
 from .settings import DemoSettings
 
@@ -61,7 +60,10 @@ class DemoModelServer:
         settings: DemoSettings | None = None,
         cache: PromptCache | None = None,
     ) -> None:
-        self.brain: Brain = brain if brain is not None else DemoBrain()
+        if brain is None:  # the demo persona, on top of this wire-level server
+            from fakeclaude.persona import DemoBrain
+            brain = DemoBrain()
+        self.brain: Brain = brain
         self.settings = settings if settings is not None else DemoSettings()
         self.cache = cache if cache is not None else PromptCache()
         self._app = MessagesApp(self.brain, self.settings, self.cache)

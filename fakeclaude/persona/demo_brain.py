@@ -11,9 +11,11 @@ import re
 import threading
 from typing import Any, Literal
 
+from agent.wording import SUPERSEDED
+from fakeclaude.replies import Fault, Reply, TextBlock, ToolUseBlock
+from fakeclaude.tokens import canonical_json
+
 from .intents import find_injected_goal, is_summary_request, parse_commands, summarise_transcript
-from .replies import Fault, Reply, TextBlock, ToolUseBlock
-from .tokens import canonical_json
 
 __all__ = ["HELP_TEXT", "DemoBrain"]
 
@@ -63,9 +65,9 @@ def filler_text(tokens: int) -> str:
 
 _WRAPPER_OPEN = re.compile(r"^<tool_output [^>]*>\n?")
 _WRAPPER_CLOSE = re.compile(r"\n?</tool_output>\s*$")
-# The app's wording for a call closed because the user typed a new message (agent/toolexec.py SUPERSEDED);
-# matched as text so this server stays independent of the app.
-_SUPERSEDED = "user sent a new message"
+# The app's wording for a call closed because the user typed a new message: the persona is the app's
+# demo, so it reads the app's own string (the wire-level fake below it knows nothing of the app).
+_SUPERSEDED = SUPERSEDED.lower()
 # What each call would have done, for "I did not ..." and "I couldn't ...".
 _ACTIONS = {
     "list_files": "list your files",

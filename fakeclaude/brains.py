@@ -1,4 +1,4 @@
-"""Brains decide what the demo model answers. ScriptedBrain is for tests; DemoBrain is for demos."""
+"""Brains decide what the fake answers. ScriptedBrain is for tests; the demo persona (fakeclaude.persona) for demos."""
 
 from __future__ import annotations
 
@@ -6,20 +6,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .demo_brain import HELP_TEXT, DemoBrain
-from .intents import find_injected_goal
 from .replies import Brain, Fault, Reply, TextBlock, ToolUseBlock
 
 __all__ = [
-    "HELP_TEXT",
     "Brain",
-    "DemoBrain",
     "Fault",
     "Reply",
     "ScriptedBrain",
     "TextBlock",
     "ToolUseBlock",
-    "find_injected_goal",
 ]
 
 Step = Reply | Callable[[dict[str, Any]], Reply]

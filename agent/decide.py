@@ -1,0 +1,96 @@
+"""One way to decide: the chat's buttons, the operator console and the deadlines all record a decision
+here, and here the suspended thread is moved on.
+
+Recording goes through the store's `record_decision` (first decision wins, bound to the row). Moving on
+is a wake-up: the UI registers a `Waker` that resumes the thread where a chat is watching it (agent/
+never imports the UI); without one, the thread is resumed in the background with nobody watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from agent.approvals import Approved, Decision, Denied
+from store import approvals as approval_store
+from store.db import Database
+from store.values import Approval
+
+log = logging.getLogger("tollgate.agent")
+
+How: TypeAlias = Literal["chat", "always", "console", "deadline"]
+# Who may decide what: the console and the deadlines decide as operators (any thread, operator-routed calls).
+_AS_OPERATOR: frozenset[How] = frozenset({"console", "deadline"})
+_VIA: dict[How, str] = {"chat": "chat", "always": "always", "console": "console", "deadline": "system"}
+
+Waker: TypeAlias = Callable[[str, str], "asyncio.Task[object]"]
+"""(owner, thread_id) -> the resume under way (awaiting it waits for the turn; cancelling the awaiter
+cancels the turn, like the chat's stop button does)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """This decision moved the row out of pending (an expired row records as expired)."""
+    approval: Approval
+    moving_on: asyncio.Task[object] | None  # the resumed turn, when the thread was woken
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Nothing was recorded: the row was already decided, or this decider may not approve it."""
+    approval: Approval
+    why: str
+
+
+DecisionOutcome: TypeAlias = Recorded | Refused
+
+
+class Decisions:
+    def __init__(self, db: Database, background_resume: Waker) -> None:
+        self._db = db
+        self._wake: Waker = background_resume
+
+    def wake_with(self, waker: Waker) -> None:
+        """The UI's wake-up: resume the thread where a chat is watching it."""
+        self._wake = waker
+
+    async def decide(self, *, approval_id: str, decision: Decision, by: str, how: How, reason: str | None = None,
+                     wake: bool = True) -> DecisionOutcome:
+        """Record `decision` by `by` (the user, an operator's name, "system") and move the thread on.
+
+        Raises store.threads.NotFound for an unknown approval or one the decider may not see. Fail closed:
+        a second decision, or an approval of an operator-routed call by its user, is Refused and changes
+        nothing. `wake=False` leaves moving on to the caller (a deadline timer resumes the thread itself).
+        """
+        verdict = "approved" if isinstance(decision, Approved) else "rejected"
+        if reason is None and isinstance(decision, Denied):
+            reason = decision.reason or None
+        approval, changed = await approval_store.record_decision(
+            self._db, approval_id=approval_id, decision=verdict, decided_by=by, via=_VIA[how],
+            reason=reason, as_operator=how in _AS_OPERATOR)
+        if not changed:
+            why = ("only an operator can approve this call" if approval.status == "pending"
+                   else f"the approval was already {approval.status}")
+            return Refused(approval, why)
+        if not wake:
+            return Recorded(approval, None)
+        return Recorded(approval, self._wake(approval.owner, approval.thread_id))
+
+
+def background(resume: Callable[[str, str], Awaitable[object]]) -> Waker:
+    """The default wake-up (no UI, e.g. the CLI or tests): resume in an owned background task."""
+    tasks: set[asyncio.Task[object]] = set()
+
+    def wake(owner: str, thread_id: str) -> asyncio.Task[object]:
+        async def run() -> object:
+            return await resume(owner, thread_id)
+
+        task: asyncio.Task[object] = asyncio.create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    return wake
