@@ -47,6 +47,7 @@ from agent.turn import (
 from agent.wakeups import ResumeDispatcher, Sinks
 from agent.wording import SUPERSEDED
 from store import approvals as approval_store
+from store import cluster as cluster_store
 from store import threads as thread_store
 from store import usage as usage_store
 from store.db import Database
@@ -169,9 +170,20 @@ class Agent:
         return added
 
     def _wake_via_row(self, owner: str, thread_id: str) -> asyncio.Task[object]:
-        """Decisions' wake-up: a due resume row now; the dispatcher of the process watching the thread (or
-        any, if nobody watches) claims it once and resumes the thread there."""
-        task: asyncio.Task[object] = asyncio.create_task(self.deadlines.continue_now(owner=owner, thread_id=thread_id))
+        """Decisions' wake-up. When the thread's browser is on another live process: a due resume row now,
+        which that process's dispatcher claims once and resumes there. Otherwise the thread moves on here
+        (rendering into the chat that watches it here, if any), under its lease like every other turn."""
+
+        async def wake() -> object:
+            watcher = await cluster_store.watcher_of(self.deps.db, thread_id=thread_id,
+                                                     alive_since=self.member.alive_since(time.time()))
+            if watcher is not None and watcher != self.member.id:
+                await self.deadlines.continue_now(owner=owner, thread_id=thread_id)
+                return None
+            return await self.sinks.run(thread_id, lambda emit: self.resume(owner=owner, thread_id=thread_id,
+                                                                             emit=emit))
+
+        task: asyncio.Task[object] = asyncio.create_task(wake())
         self._waking.add(task)
         task.add_done_callback(self._waking.discard)
         return task

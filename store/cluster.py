@@ -129,6 +129,13 @@ async def watch(db: Database, *, thread_id: str, process_id: str, now: float) ->
     await db.transact(put)
 
 
+async def watcher_of(db: Database, *, thread_id: str, alive_since: float) -> str | None:
+    """The live process whose browser socket shows the thread, if any."""
+    async with db.read() as conn:
+        return (await conn.execute(select(_watch.c.process_id).where(
+            _watch.c.thread_id == thread_id, _watch.c.process_id.in_(_alive(alive_since))))).scalar_one_or_none()
+
+
 def _notify(conn: Connection, thread_id: str) -> None:
     if conn.dialect.name == "postgresql":  # delivered on commit only: the row is there before the wake-up
         conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": WAKEUP_CHANNEL, "payload": thread_id})

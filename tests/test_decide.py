@@ -137,4 +137,3 @@ def test_the_chat_the_console_and_the_deadline_decide_only_through_agent_decide(
     assert "rt.agent.decide" in _calls(ROOT / "ui" / "chat.py")
     assert "rt.agent.decide" in _calls(ROOT / "ui" / "operator.py")
     assert "self.decide" in _calls(ROOT / "agent" / "loop.py")
-    assert "wake_with" in (ROOT / "ui" / "chat.py").read_text()  # the UI registers the wake-up
