@@ -24,7 +24,7 @@ from store import users as user_store
 from store.threads import NotFound
 from ui import chat, live, operator_page, operator_static, operator_stream
 from ui.operator_auth import Operator
-from ui.operator_stream import approval_json
+from ui.operator_feed import approval_json
 
 router = APIRouter(prefix="/operator")
 router.include_router(operator_static.router)
@@ -102,10 +102,11 @@ async def budgets(who: Operator) -> list[dict[str, Any]]:
     out = []
     for u in await user_store.list_users(rt.db):
         daily, monthly = await usage_store.get_budget(rt.db, user=u.name)
+        today = await usage_store.spent(rt.db, scope="user_day", user=u.name)
         out.append({"user": u.name, "role": u.role,
                     "daily_usd": str(from_nano(daily if daily is not None else to_nano(s.user_daily_usd))),
                     "monthly_usd": str(from_nano(monthly if monthly is not None else to_nano(s.user_monthly_usd))),
-                    "today_usd": str(from_nano(await usage_store.spent(rt.db, scope="user_day", user=u.name)))})
+                    "today_usd": str(from_nano(today)), "today": fmt_usd(today)})
     return out
 
 

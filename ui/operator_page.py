@@ -38,6 +38,7 @@ def console(who: str) -> str:
 <section id="spend" class="panel"><div class="panel-head"><h2>Spend</h2>
 <form id="spend-form" class="filters"><label>since <input type="date" name="since"></label>
 <button class="button">Show</button></form></div>
+<p id="spend-empty" class="empty" hidden>No model calls in this period yet.</p>
 <div class="charts"><figure><figcaption>Per user</figcaption><div class="chart"><canvas id="chart-users"
 role="img" aria-label="spend per user"></canvas></div></figure>
 <figure><figcaption>Per day, by user</figcaption><div class="chart"><canvas id="chart-days" role="img"
@@ -50,7 +51,9 @@ aria-label="spend per day"></canvas></div></figure></div>
 <input name="tool" placeholder="tool" aria-label="tool"><select name="status" aria-label="decision">
 <option value="">any decision</option><option value="approved">approved</option><option value="rejected">rejected
 </option><option value="expired">expired</option></select><label>from <input type="date" name="since"></label>
-<label>to <input type="date" name="until"></label><button class="button">Filter</button></form>
+<label>to <input type="date" name="until"></label><label>per page <select name="limit"><option>10</option>
+<option selected>25</option><option>50</option><option>100</option></select></label>
+<button class="button">Filter</button></form>
 <p id="audit-error" class="error" hidden></p>
 <table><thead><tr><th>decided</th><th>user</th><th>tool</th><th>decision</th><th>by</th><th>reason</th>
 <th>arguments</th><th></th></tr></thead><tbody id="audit-rows"></tbody></table>

@@ -130,9 +130,12 @@ function drawCharts() {
   }
   const colors = palette();
   const money = {callbacks: {label: (c) => shown(c.dataset.label || c.label) + ': ' + fmtUsd(c.raw)}};
-  const axis = {ticks: {callback: (v) => fmtUsd(v)}, beginAtZero: true};
+  // Axis ticks are a scale, not amounts: plain decimals; the tooltips carry the exact, formatted amounts.
+  const axis = {ticks: {callback: (v) => '$' + (v / 1e9).toLocaleString('en-US', {maximumFractionDigits: 6})},
+                beginAtZero: true};
   const common = {responsive: true, maintainAspectRatio: false, animation: false};
   for (const c of Object.values(charts)) c.destroy();
+  $('#spend-empty').hidden = usageRows.length > 0;
   charts.users = new Chart($('#chart-users'), {type: 'bar', data: {labels: users.map((u) => shown(u)),
     datasets: [{label: 'spend', data: users.map((u) => perUser.get(u)),
                 backgroundColor: users.map((_, i) => colors[i % colors.length]), borderRadius: 6}]},
@@ -212,7 +215,7 @@ async function loadBudgets() {
       loadBudgets();
     };
     const cells = [d, m, save].map((x) => { const td = el('td'); td.append(x); return td; });
-    tr.append(el('td', b.user), el('td', '$' + b.today_usd, 'num'), ...cells);
+    tr.append(el('td', b.user), el('td', b.today, 'num'), ...cells);
     body.append(tr);
   }
 }
