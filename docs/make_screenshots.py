@@ -54,6 +54,7 @@ def main() -> None:
                 console = signed_in(browser, server.url, "olga", height=1000)
                 console.goto("/operator")
                 expect(console.locator("[data-approval]")).to_be_visible(timeout=20_000)
+                console.wait_for_function("Chart.getChart(document.querySelector('#chart-days'))", timeout=20_000)
                 console.screenshot(path=str(OUT / "screenshot-console.png"), full_page=True)
                 browser.close()
         finally:

@@ -101,6 +101,8 @@ def waterfall(trace: dict[str, list[dict[str, Any]]]) -> str:
                f"<rect class='rest' x='{a:.1f}%' width='{b:.1f}%' height='12'/></svg>")
         out.append(f"<tr><td>{cell(name)}</td><td class='num'>{first + rest:,.0f}</td><td>{bar}</td>"
                    f"<td>{cell(detail)}</td></tr>")
+    if not rows:
+        out.append("<tr><td colspan='4' class='muted'>No model or tool calls recorded.</td></tr>")
     out.append("</tbody></table><p class='muted'>blue: time to first token · pink: the rest of the call or the "
                "tool's run</p>")
     return "".join(out)

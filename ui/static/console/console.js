@@ -138,12 +138,14 @@ function drawCharts() {
   $('#spend-empty').hidden = usageRows.length > 0;
   charts.users = new Chart($('#chart-users'), {type: 'bar', data: {labels: users.map((u) => shown(u)),
     datasets: [{label: 'spend', data: users.map((u) => perUser.get(u)),
-                backgroundColor: users.map((_, i) => colors[i % colors.length]), borderRadius: 6}]},
+                backgroundColor: users.map((_, i) => colors[i % colors.length]), borderRadius: 6,
+                maxBarThickness: 36}]},
     options: {...common, indexAxis: 'y', plugins: {legend: {display: false}, tooltip: money},
               scales: {x: axis}}});
   charts.days = new Chart($('#chart-days'), {type: 'bar', data: {labels: days,
     datasets: users.map((u, i) => ({label: shown(u), data: days.map((d) => perDay.get(u).get(d)),
-                                    backgroundColor: colors[i % colors.length], borderRadius: 4}))},
+                                    backgroundColor: colors[i % colors.length], borderRadius: 4,
+                                    maxBarThickness: 56}))},
     options: {...common, plugins: {tooltip: money}, scales: {x: {stacked: true}, y: {...axis, stacked: true}}}});
 }
 async function loadUsage(ev) {
