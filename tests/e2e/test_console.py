@@ -245,3 +245,13 @@ def test_spend_charts_come_from_the_vendored_library_in_the_chats_look(server: S
         assert all(u.startswith(server.url) for u in asked), asked  # nothing from a CDN
         assert errors == [], errors
         page.context.close()
+
+
+def test_static_files_are_a_fixed_list(server: Server) -> None:
+    ok = httpx.get(server.url + "/operator/static/vendor/chart.umd.min.js")
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/javascript")
+    assert ok.headers["x-content-type-options"] == "nosniff"
+    for path in ("/operator/static/../operator.py", "/operator/static/%2e%2e/operator.py", "/operator/static/",
+                 "/operator/static/vendor", "/operator/static/console.css/", "/operator/static//etc/passwd"):
+        r = httpx.get(server.url + path)
+        assert r.status_code == 404 or "def " not in r.text, path
