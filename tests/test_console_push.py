@@ -124,3 +124,25 @@ async def test_the_stream_ends_once_the_reader_is_no_longer_an_operator(db: Data
     changes.notify(changes.APPROVALS)
     assert await next_event(stream, 5) == ("denied", "operators only")
     assert [c async for c in stream] == []  # and nothing after it
+
+
+async def test_the_stream_ends_when_the_server_is_closing(db: Database, tmp_path: Path) -> None:
+    closing = asyncio.Event()
+
+    async def snapshot() -> list[dict[str, Any]]:
+        return await pending_items(db, lambda owner: Workspace(tmp_path / owner))
+
+    async def allowed() -> bool:
+        return True
+
+    stream = pending_events(snapshot, allowed, recheck_s=3600, closing=closing)
+    assert await next_event(stream, 5) == ("pending", [])
+    rest = asyncio.ensure_future(asyncio.wait_for(_drain(stream), 5))
+    await asyncio.sleep(0)
+    closing.set()
+    changes.notify(changes.APPROVALS, relay=False)  # what the signal handler does after setting the flag
+    assert await rest == []
+
+
+async def _drain(stream: AsyncIterator[str]) -> list[str]:
+    return [c async for c in stream]

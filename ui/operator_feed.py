@@ -9,6 +9,7 @@ demoted meanwhile stops receiving within RECHECK_S). Plain asyncio: no chainlit,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,8 +58,10 @@ def sse(event: str, data: Any) -> str:
 
 async def pending_events(snapshot: Callable[[], Awaitable[list[dict[str, Any]]]],
                          allowed: Callable[[], Awaitable[bool]], *, recheck_s: float = RECHECK_S,
-                         keepalive_s: float = KEEPALIVE_S, max_age_s: float = MAX_AGE_S) -> AsyncIterator[str]:
-    """The event stream: the list at once, then again after every change; ends after `max_age_s`."""
+                         keepalive_s: float = KEEPALIVE_S, max_age_s: float = MAX_AGE_S,
+                         closing: asyncio.Event | None = None) -> AsyncIterator[str]:
+    """The event stream: the list at once, then again after every change; ends after `max_age_s`, or when
+    `closing` is set (the server is stopping: an open stream would hold its shutdown)."""
     with changes.notifier().subscribe(changes.APPROVALS) as wake:
         yield "retry: 2000\n\n"  # reconnect after 2 s when the stream ends or breaks
         started = last_sent = time.monotonic()
@@ -72,9 +75,11 @@ async def pending_events(snapshot: Callable[[], Awaitable[list[dict[str, Any]]]]
             elif now - last_sent >= keepalive_s:
                 yield ": keepalive\n\n"  # a comment: keeps proxies from closing an idle stream
                 last_sent = now
-            if now - started >= max_age_s:
+            if now - started >= max_age_s or (closing is not None and closing.is_set()):
                 return
             await wake.wait(recheck_s)
+            if closing is not None and closing.is_set():
+                return
             if not await allowed():
                 yield sse("denied", "operators only")
                 return

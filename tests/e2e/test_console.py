@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import PASSWORD, ROOT, Server, login, send
+from tests.e2e.conftest import PASSWORD, ROOT, Server, login, send, start_server
 from tests.e2e.console_seed import HOSTILE
 from tests.e2e.test_operator import cookie
 
@@ -39,9 +40,10 @@ def seed(server: Server, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def first_event(r: httpx.Response) -> tuple[str, Any]:
+def first_event(lines: Iterator[str]) -> tuple[str, Any]:
+    """The next event from an open stream's lines (keep the iterator: dropping it closes the response)."""
     event = None
-    for line in r.iter_lines():
+    for line in lines:
         if line.startswith("event: "):
             event = line.removeprefix("event: ")
         elif line.startswith("data: ") and event:
@@ -67,7 +69,7 @@ def test_the_stream_answers_only_a_same_origin_operator(server: Server, olga: st
                 assert r.status_code == 403, headers
         with http.stream("GET", STREAM, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"}) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-            kind, items = first_event(r)
+            kind, items = first_event(r.iter_lines())
             assert kind == "pending" and isinstance(items, list)
 
 
@@ -255,3 +257,23 @@ def test_static_files_are_a_fixed_list(server: Server) -> None:
                  "/operator/static/vendor", "/operator/static/console.css/", "/operator/static//etc/passwd"):
         r = httpx.get(server.url + path)
         assert r.status_code == 404 or "def " not in r.text, path
+
+
+def test_an_open_console_stream_does_not_hold_the_servers_shutdown(tmp_path: Any) -> None:
+    """Uvicorn waits for open responses before it stops; the stream must end on SIGTERM (it held it 40 s+)."""
+    own = start_server(tmp_path / "data")
+    try:
+        own.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
+        login_r = httpx.post(own.url + "/login", data={"username": "olga", "password": PASSWORD})
+        with httpx.Client(base_url=own.url, cookies={"access_token": login_r.cookies["access_token"]},
+                          timeout=30) as http, http.stream("GET", STREAM) as r:
+            lines = r.iter_lines()  # held open, as a browser holds its EventSource
+            assert first_event(lines)[0] == "pending"
+            started = time.monotonic()
+            own.proc.terminate()
+            own.proc.wait(timeout=20)  # raises TimeoutExpired if the stream holds the shutdown
+            assert time.monotonic() - started < 20
+    finally:
+        if own.proc.poll() is None:
+            own.proc.kill()
+            own.proc.wait()
