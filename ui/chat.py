@@ -45,6 +45,7 @@ STARTERS = [
     ("Search my notes", "Search for milk"),
     ("Delete a note", "Delete groceries"),
     ("Try a prompt injection", INJECTION_STARTER),
+    ("Add a task (MCP)", "Add a task: water the plants"),  # the bundled task-list MCP server (examples/mcp.toml)
 ]
 
 

@@ -24,7 +24,10 @@ from store import records
 from store import usage as usage_store
 from store.db import Database
 from store.limits import StoreLimits
+from store.schema import SchemaError
 from tools import default_registry
+from tools.extra import extra_tools
+from tools.mcp import McpServers, load_config
 
 log = logging.getLogger("tollgate")
 
@@ -35,8 +38,11 @@ class Runtime:
     db: Database
     agent: Agent
     demo: DemoModelServer | None
+    mcp: McpServers | None = None
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.close()
         await self.agent.close()
         await self.db.close()
         if self.demo is not None:
@@ -49,7 +55,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     prices.require(settings.model, datetime.now(UTC).date())  # an unpriced model is refused at start
     prices.require(settings.summary_model, datetime.now(UTC).date())
     db = Database.for_data_dir(settings.data_dir)
-    await db.create_schema()
+    try:
+        await db.upgrade_schema()
+    except SchemaError as e:  # a schema from a newer Tollgate, or one it does not recognise: do not start
+        log.critical("cannot start on this database: %s", e)
+        await db.close()
+        raise
     db.limits = StoreLimits(max_threads_per_user=settings.max_threads_per_user,
                             max_message_chars=settings.max_user_message_chars, max_step_chars=settings.max_step_chars)
     if settings.retention_days is not None:
@@ -68,14 +79,18 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         log.warning("no ANTHROPIC_API_KEY: using the embedded demo model at %s", base_url)
         client = anthropic.AsyncAnthropic(api_key="demo-key", base_url=base_url)
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
-    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=default_registry(),
+    registry = default_registry()
+    registry.add(extra_tools())  # TOLLGATE_TOOL_MODULES and the "tollgate.tools" entry points
+    mcp = McpServers(load_config(), timeout_s=settings.tool_timeout_s)  # TOLLGATE_MCP_CONFIG
+    registry.add(await mcp.start(on_late_tools=registry.add))
+    deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=registry,
                      budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
                      trace=trace)
     agent = Agent(deps)
     armed = await agent.recover(unwatched, DeferredApprover())
     if armed:
         log.info("re-armed the deadlines of %d threads with pending approvals", armed)
-    return Runtime(settings=settings, db=db, agent=agent, demo=demo)
+    return Runtime(settings=settings, db=db, agent=agent, demo=demo, mcp=mcp)
 
 
 async def unwatched(event: AgentEvent) -> None:
