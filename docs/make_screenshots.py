@@ -54,6 +54,7 @@ def main() -> None:
                 console = signed_in(browser, server.url, "olga", height=1000)
                 console.goto("/operator")
                 expect(console.locator("[data-approval]")).to_be_visible(timeout=20_000)
+                expect(console.locator("body[data-charts]")).to_have_count(1, timeout=20_000)  # charts drawn
                 console.screenshot(path=str(OUT / "screenshot-console.png"), full_page=True)
                 browser.close()
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from store import changes
 from store.db import Database
 from store.models import ALWAYS_APPROVE, APPROVALS, THREAD_DELETIONS, THREADS, TOOL_CALLS, USERS
 from store.threads import LIVE, NotFound, owner_in
@@ -74,7 +75,9 @@ async def request_approval(db: Database, *, owner: str, thread_id: str, tool_use
             status="pending", requested_at=now, expires_at=now + timeout_s))
         return _approval(conn.execute(_select().where(*this)).one())
 
-    return await db.transact(request)
+    created = await db.transact(request)
+    changes.notify(changes.APPROVALS)
+    return created
 
 
 async def get_approval(db: Database, *, approval_id: str, viewer: str, viewer_is_operator: bool = False) -> Approval:
@@ -143,7 +146,9 @@ async def record_decision(db: Database, *, approval_id: str, decision: str, deci
             changed = conn.execute(pending.values(**values)).rowcount == 1
         return _approval(conn.execute(_select().where(_appr.c.id == approval_id)).one()), changed
 
-    return await db.transact(record)
+    decided = await db.transact(record)
+    changes.notify(changes.APPROVALS)
+    return decided
 
 
 async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str, reason: str,
@@ -154,7 +159,10 @@ async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str,
     if only_due:
         stmt = stmt.where(_appr.c.expires_at <= now)
     stmt = stmt.values(status=status, decided_at=now, decided_by="system", decided_via="system", reason=reason)
-    return await db.transact(lambda conn: int(conn.execute(stmt).rowcount))
+    closed = await db.transact(lambda conn: int(conn.execute(stmt).rowcount))
+    if closed:
+        changes.notify(changes.APPROVALS)
+    return closed
 
 
 async def claim_execution(db: Database, *, approval_id: str, args_digest: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from store import changes
 from store.db import Database
 from store.limits import LimitExceeded
 from store.models import APPROVALS, MESSAGES, THREAD_DELETIONS, THREADS, USERS
@@ -158,6 +159,7 @@ async def delete_thread(db: Database, *, owner: str, thread_id: str) -> None:
                              reason="the thread was deleted by its owner"))
 
     await db.transact(hide)
+    changes.notify(changes.APPROVALS)  # its pending approvals closed
 
 
 async def require_owned(conn: AsyncConnection, owner: str, thread_id: str, *, include_deleted: bool = False) -> None:

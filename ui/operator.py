@@ -7,67 +7,33 @@ user who is not an operator gets 403 on the page and on every API it calls.
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Any
 
-from chainlit.auth import get_current_user
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from agent.approvals import Approved, Decision, Denied
-from agent.pricing import from_nano, to_nano
-from store import approvals as approval_store
+from agent.pricing import fmt_usd, from_nano, to_nano
 from store import audit, records
 from store import threads as thread_store
 from store import usage as usage_store
 from store import users as user_store
 from store.threads import NotFound
-from store.values import Approval
-from ui import cards, chat, operator_page
+from ui import chat, operator_page, operator_static, operator_stream
+from ui.operator_auth import Operator
+from ui.operator_feed import approval_json
 
 router = APIRouter(prefix="/operator")
-
-
-async def operator(user: Annotated[Any, Depends(get_current_user)]) -> str:
-    if user is None:
-        raise HTTPException(status_code=401, detail="log in first")
-    rt = await chat.runtime()
-    found = await user_store.get_user(rt.db, name=user.identifier)
-    if found is None or not found.is_operator:
-        raise HTTPException(status_code=403, detail="operators only")
-    return found.name
-
-
-Operator = Annotated[str, Depends(operator)]
-
-
-def _approval_json(a: Approval) -> dict[str, Any]:
-    return {"id": a.id, "user": a.owner, "thread": a.thread_id, "tool": a.tool, "args": a.args, "risk": a.risk,
-            "untrusted_sources": list(a.untrusted_sources), "route": a.route, "status": a.status,
-            "requested_at": a.requested_at, "expires_at": a.expires_at,
-            "seconds_left": max(0, a.expires_at - time.time()),
-            "decided_at": a.decided_at, "decided_by": a.decided_by, "reason": a.reason,
-            "thread_deleted": a.thread_deleted}
+router.include_router(operator_static.router)
+router.include_router(operator_stream.router)
 
 
 @router.get("", response_class=HTMLResponse)
 async def page(who: Operator) -> str:
     return operator_page.console(who)
-
-
-@router.get("/api/pending")
-async def pending(who: Operator) -> list[dict[str, Any]]:
-    rt = await chat.runtime()
-    items = []
-    for a in await approval_store.pending_approvals(rt.db, owner=None):
-        item = _approval_json(a)
-        if a.tool == "write_file":  # what will change, not just what was asked
-            item["diff"] = cards.write_diff(rt.agent.workspace_for(a.owner), a.args)
-        items.append(item)
-    return items
 
 
 class DecisionIn(BaseModel):
@@ -84,31 +50,49 @@ async def decide(approval_id: str, body: DecisionIn, who: Operator) -> dict[str,
                                         reason=body.reason)
     except NotFound:
         raise HTTPException(status_code=404, detail="no such approval") from None
-    return _approval_json(outcome.approval)
+    return approval_json(outcome.approval)
+
+
+def _day(field: str, value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(status_code=400, detail=f"{field}: give a day as YYYY-MM-DD") from None
+
+
+def _day_start(d: date) -> float:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
 
 @router.get("/api/audit")
 async def audit_log(who: Operator, user: str | None = None, tool: str | None = None, status: str | None = None,
-                    since: str | None = None) -> list[dict[str, Any]]:
+                    since: str | None = None, until: str | None = None, after: str | None = None,
+                    limit: int = 50) -> dict[str, Any]:
+    """Decisions newest first, `limit` per page; `next` is the `after` of the next (older) page.
+    Days are UTC and both ends are included."""
     rt = await chat.runtime()
-    since_ts = datetime.fromisoformat(since).replace(tzinfo=UTC).timestamp() if since else None
-    rows = await audit.decisions(rt.db, user=user or None, tool=tool or None, status=status or None, since=since_ts)
-    return [{**_approval_json(a), "args_digest": a.args_digest} for a in rows]
+    first, last = _day("since", since), _day("until", until)
+    where = audit.AuditFilter(user=user or None, tool=tool or None, status=status or None,
+                              since=_day_start(first) if first else None,
+                              until=_day_start(last + timedelta(days=1)) if last else None)
+    try:
+        found = await audit.decisions_page(rt.db, where=where, after=after or None, limit=limit)
+    except ValueError as e:
+        raise HTTPException(status_code=400, detail=str(e)) from None
+    return {"rows": [{**approval_json(a), "args_digest": a.args_digest, "decided_via": a.decided_via}
+                     for a in found.rows], "next": found.next_cursor}
 
 
 @router.get("/api/usage")
 async def usage(who: Operator, since: str | None = None) -> list[dict[str, Any]]:
+    """Spend per user, day and model; money exact (nano-USD and its decimal text) plus the display form."""
     rt = await chat.runtime()
-    rows = await audit.spend_by_user_day_model(rt.db, since_day=since or None)
-    return [{"user": r.user, "day": r.day, "model": r.model, "calls": r.calls,
-             "cost_usd": str(from_nano(r.cost_nanousd))} for r in rows]
-
-
-@router.get("/usage.svg")
-async def usage_chart(who: Operator, since: str | None = None) -> Response:
-    rt = await chat.runtime()
-    rows = await audit.spend_by_user_day_model(rt.db, since_day=since or None)
-    return Response(operator_page.spend_chart(rows), media_type="image/svg+xml")
+    first = _day("since", since)
+    rows = await audit.spend_by_user_day_model(rt.db, since_day=first.isoformat() if first else None)
+    return [{"user": r.user, "day": r.day, "model": r.model, "calls": r.calls, "cost_nanousd": r.cost_nanousd,
+             "cost_usd": str(from_nano(r.cost_nanousd)), "cost": fmt_usd(r.cost_nanousd)} for r in rows]
 
 
 @router.get("/api/budgets")
@@ -118,10 +102,11 @@ async def budgets(who: Operator) -> list[dict[str, Any]]:
     out = []
     for u in await user_store.list_users(rt.db):
         daily, monthly = await usage_store.get_budget(rt.db, user=u.name)
+        today = await usage_store.spent(rt.db, scope="user_day", user=u.name)
         out.append({"user": u.name, "role": u.role,
                     "daily_usd": str(from_nano(daily if daily is not None else to_nano(s.user_daily_usd))),
                     "monthly_usd": str(from_nano(monthly if monthly is not None else to_nano(s.user_monthly_usd))),
-                    "today_usd": str(from_nano(await usage_store.spent(rt.db, scope="user_day", user=u.name)))})
+                    "today_usd": str(from_nano(today)), "today": fmt_usd(today)})
     return out
 
 
@@ -169,7 +154,7 @@ async def thread_view(thread_id: str, who: Operator) -> str:
     owner, deleted_at = found
     messages = await thread_store.load_messages(rt.db, owner=owner, thread_id=thread_id, include_deleted=True)
     trace = await audit.thread_trace(rt.db, thread_id=thread_id)
-    return operator_page.thread(owner, thread_id, messages, trace, deleted_at)
+    return operator_page.thread(who, owner, thread_id, messages, trace, deleted_at)
 
 
 @router.get("/api/thread/{thread_id}/trace")

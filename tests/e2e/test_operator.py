@@ -13,8 +13,8 @@ from tests.e2e.conftest import PASSWORD, Server, login, send
 
 pytestmark = pytest.mark.browser
 
-CONSOLE_ROUTES = [("GET", "/operator"), ("GET", "/operator/api/pending"), ("GET", "/operator/api/audit"),
-                  ("GET", "/operator/api/usage"), ("GET", "/operator/usage.svg"), ("GET", "/operator/api/budgets"),
+CONSOLE_ROUTES = [("GET", "/operator"), ("GET", "/operator/api/pending"), ("GET", "/operator/api/pending/stream"),
+                  ("GET", "/operator/api/audit"), ("GET", "/operator/api/usage"), ("GET", "/operator/api/budgets"),
                   ("POST", "/operator/api/approvals/0123"), ("POST", "/operator/api/budgets/alice"),
                   ("GET", "/operator/thread/0123"), ("GET", "/operator/api/thread/0123/trace")]
 
@@ -45,8 +45,9 @@ def test_non_operators_get_403_everywhere(server: Server, olga: str, method: str
         assert r.status_code == 403
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.request(method, path, json=body if method == "POST" else None).status_code == 401
-    with httpx.Client(base_url=server.url, cookies=cookie(server, olga)) as http:
-        assert http.request(method, path, json=body if method == "POST" else None).status_code != 403
+    with httpx.Client(base_url=server.url, cookies=cookie(server, olga)) as http, \
+            http.stream(method, path, json=body if method == "POST" else None) as r:  # the push stream stays open
+        assert r.status_code != 403
 
 
 def test_operator_approves_live_and_the_users_chat_continues(server: Server, browser: Browser, olga: str) -> None:
@@ -54,8 +55,11 @@ def test_operator_approves_live_and_the_users_chat_continues(server: Server, bro
     notes.mkdir(parents=True, exist_ok=True)
     (notes / "groceries.txt").write_text("milk")
     console = login(browser, server.url, olga)
+    asked: list[str] = []
+    console.on("request", lambda r: asked.append(r.url.removeprefix(server.url)))
     console.goto("/operator")
     expect(console.get_by_text("Pending approvals")).to_be_visible()
+    expect(console.locator("#live")).to_have_text("live")
     user = login(browser, server.url, "alice")
     send(user, "delete groceries")
     expect(user.get_by_text("Waiting for an operator to decide.")).to_be_visible()
@@ -64,9 +68,13 @@ def test_operator_approves_live_and_the_users_chat_continues(server: Server, bro
     expect(card).to_be_visible()  # arrived without a reload
     expect(card).to_contain_text("notes/groceries.txt")
     card.get_by_role("button", name="Approve", exact=True).click()
+    expect(card).to_have_count(0)  # decided: gone from the open page, no reload
     expect(user.get_by_text("Approved by olga")).to_be_visible()  # the user's chat goes on by itself
     expect(user.locator("#step-delete_file").last).to_be_visible()
     assert not (notes / "groceries.txt").exists()
+    # Pushed, not polled: one stream request, the list itself never fetched, no page reload.
+    assert asked.count("/operator/api/pending/stream") == 1, asked
+    assert "/operator/api/pending" not in asked and asked.count("/operator") == 1, asked
     user.context.close()
     console.context.close()
 
@@ -107,7 +115,7 @@ def test_operator_rejects_with_a_reason_the_model_sees(server: Server, browser: 
     expect(user.get_by_text("I did not do that")).to_be_visible()
     assert (notes / "keepme.txt").read_text() == "precious"
     with httpx.Client(base_url=server.url, cookies=cookie(server, olga)) as http:
-        audit = http.get("/operator/api/audit", params={"tool": "delete_file", "status": "rejected"}).json()
+        audit = http.get("/operator/api/audit", params={"tool": "delete_file", "status": "rejected"}).json()["rows"]
         [row] = [a for a in audit if a["args"] == {"path": "notes/keepme.txt"}]
         assert row["decided_by"] == "olga" and row["reason"] == "not allowed on Mondays"
         page = http.get(f"/operator/thread/{row['thread']}").text
