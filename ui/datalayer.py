@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from store.db import Database
 from store.limits import LimitExceeded
 from store.threads import NotFound
 from ui.client_steps import from_client
+from ui.placement import order_key
 from ui.runtime import Runtime
 from ui.safe_text import reveal_line
 
@@ -146,7 +148,8 @@ class StoreDataLayer(BaseDataLayer):
                   "language": s.get("language"), "metadata_json": json.dumps(s.get("metadata") or {})}
         try:
             if not await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
-                                                values=values, from_client=from_client(s["id"])):
+                                                values=values, from_client=from_client(s["id"]),
+                                                at=order_key(s.get("createdAt"), time.time())):
                 log.warning("refused a write by %s to a thread owned by someone else or deleted", owner)
         except LimitExceeded as e:  # nothing was stored; the user is told why (threads: on_message tells)
             log.warning("refused a step by %s: %s", owner, e.message)
