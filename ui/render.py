@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,14 +38,18 @@ APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
 
 
+def action(name: str, payload: dict[str, Any], label: str, icon: str | None = None) -> cl.Action:
+    """A button whose DOM id starts with its name, so public/tollgate.css can style it (primary, secondary)."""
+    return cl.Action(name=name, payload=payload, label=label, icon=icon, id=f"{name}-{uuid.uuid4()}")
+
+
 def approval_actions(approval_id: str, *, can_always: bool = False, can_approve: bool = True) -> list[cl.Action]:
     """The card's buttons: the owner can always reject; approving an operator-routed call is the operator's."""
     payload = {"approval_id": approval_id}
-    actions = [cl.Action(name=APPROVE, payload=payload, label="Approve")] if can_approve else []
-    actions += [cl.Action(name=REJECT, payload=payload, label="Reject"),
-                cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
+    actions = [action(APPROVE, payload, "Approve", "check")] if can_approve else []
+    actions += [action(REJECT, payload, "Reject", "x"), action(REJECT_WHY, payload, "Reject with reason…")]
     if can_always:
-        actions.append(cl.Action(name=APPROVE_ALWAYS, payload=payload, label="Approve always in this thread"))
+        actions.append(action(APPROVE_ALWAYS, payload, "Approve always in this thread"))
     return actions
 
 
@@ -112,8 +117,8 @@ class ChatRenderer:
                 card = self.cards.pop(a.id, None)
                 await resolve_card(card, cards.outcome_text(a))
                 if a.decided_via == "always":
-                    stop = cl.Action(name=STOP_ALWAYS, payload={"thread_id": a.thread_id, "tool": a.tool},
-                                     label=f"Stop auto-approving {a.tool}")
+                    stop = action(STOP_ALWAYS, {"thread_id": a.thread_id, "tool": a.tool},
+                                  f"Stop auto-approving {a.tool}")
                     await cl.Message(content=cards.always_on_text(a.tool), actions=[stop], created_at=stamp()).send()
             case ContextCompressed(messages_summarised=n, tokens_before=before, tokens_after=after):
                 await self._end_message()
@@ -121,7 +126,7 @@ class ChatRenderer:
                     step.output = cards.compression_text(n, before, after)
             case Notice() as n:
                 await self._end_message()
-                actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []
+                actions = [action(RETRY, {}, "Retry", "rotate-ccw")] if n.retryable else []
                 await cl.Message(content=cards.notice_text(n), actions=actions, created_at=stamp()).send()
             case UsageReport() as u:
                 await self._usage_footer(u)
