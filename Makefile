@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck bench browser clean
+.PHONY: run test lint typecheck bench browser haproxy postgres cluster clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,11 +28,32 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
+# Debian's haproxy for `make cluster` and the multi-process tests, installed when missing.
+haproxy:
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null; fi; }
+
+# Debian's PostgreSQL binaries for the tests on PostgreSQL: tests/pg_cluster.py starts a throwaway cluster
+# with them (no service is enabled or used). Only installed when no /usr/lib/postgresql/*/bin/initdb exists.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null; fi; }
+
+# Several processes on one machine (README "Past one machine"): a PostgreSQL cluster kept in data/cluster,
+# one shared demo model, 2 app processes and haproxy on $(PORT) with cookie stickiness. Ctrl-C stops all.
+cluster: $(VENV)/.installed haproxy postgres
+	$(BIN)/python -m tests.cluster --apps 2 --port $(PORT) --dir data/cluster
+
+# The bundled MCP example (a SQLite task list, examples/mcp.toml) starts with the app; override or set it empty.
+TOLLGATE_MCP_CONFIG ?= examples/mcp.toml
+
 run: $(VENV)/.installed
 	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
-	CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
+	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser haproxy postgres
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from agent.config import Settings
 from ui.setup import ensure_auth_secret, restrict_origins, tune_gc_after_startup
@@ -19,7 +20,7 @@ from ui import chat, client_steps, loop_monitor, operator, operator_page, securi
 from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.doors import guard_doors  # noqa: E402
-from ui.render import APPROVE, APPROVE_ALWAYS, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
+from ui.render import APPROVE, APPROVE_ALWAYS, CONTINUE, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
 from ui.sessions import token_from  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,6 +65,16 @@ def data_layer() -> StoreDataLayer:
     return StoreDataLayer(chat.runtime)
 
 
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    await chat.on_chat_start()  # the settings panel: model and effort for new threads, budget left
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict[str, Any]) -> None:
+    await chat.on_settings_update(settings)
+
+
 @cl.on_chat_resume
 async def on_resume(thread: ThreadDict) -> None:
     await chat.on_resume(dict(thread))
@@ -102,3 +113,8 @@ async def stop_always(action: cl.Action) -> None:
 @cl.action_callback(RETRY)
 async def retry(action: cl.Action) -> None:
     await chat.on_retry(action)
+
+
+@cl.action_callback(CONTINUE)
+async def continue_cut(action: cl.Action) -> None:
+    await chat.on_continue(action)

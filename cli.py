@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from agent.config import Settings
 from agent.pricing import fmt_usd, from_nano, to_nano
-from store import records
+from store import records, schema
 from store import sessions as session_store
 from store import usage as usage_store
 from store import users as user_store
@@ -36,10 +36,43 @@ def _usd(text: str) -> Decimal:
     return value
 
 
-async def _db() -> Database:
+SCHEMA_ERROR_EXIT = 3
+
+
+async def _db(*, upgrade: bool) -> Database:
     db = Database.for_data_dir(Settings().data_dir)
-    await db.create_schema()
+    if upgrade:
+        try:
+            await db.upgrade_schema()
+        except BaseException:
+            await db.close()
+            raise
     return db
+
+
+async def db_upgrade(db: Database, args: argparse.Namespace) -> int:
+    done = await db.upgrade_schema()
+    if done.adopted:
+        print(f"recognised a database made before migrations as {schema.BASELINE} and stamped it")
+    if done.from_revision == done.to_revision:
+        print(f"schema is up to date at {done.to_revision}")
+    else:
+        print(f"upgraded the schema from {done.from_revision or 'nothing'} to {done.to_revision}")
+    return 0
+
+
+async def db_current(db: Database, args: argparse.Namespace) -> int:
+    state = await db.schema_status()
+    if args.json:
+        print(json.dumps({"revision": state.revision, "head": state.head, "status": state.kind}))
+        return 0
+    what = {"empty": "no schema yet (the app or `tollgate db upgrade` creates it)",
+            "unversioned": "made before migrations (the app or `tollgate db upgrade` adopts it as the baseline)",
+            "behind": "older than this Tollgate (the app or `tollgate db upgrade` upgrades it)",
+            "current": "up to date",
+            "newer": "NEWER than this Tollgate knows: it will not start on it"}[state.kind]
+    print(f"revision: {state.revision or '-'}\nhead: {state.head}\nstatus: {state.kind}: {what}")
+    return 0
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -271,6 +304,11 @@ def parser() -> argparse.ArgumentParser:
     purge = db.add_parser("purge", help="remove threads deleted longer ago than the retention period")
     purge.add_argument("--older-than-days", type=_days, help="default: TOLLGATE_RETENTION_DAYS")
     purge.set_defaults(fn=db_purge)
+    db.add_parser("upgrade", help="create the schema or upgrade it to this version's newest revision").set_defaults(
+        fn=db_upgrade, upgrade_first=False)
+    current = db.add_parser("current", help="the database's schema revision and this version's newest")
+    current.add_argument("--json", action="store_true")
+    current.set_defaults(fn=db_current, upgrade_first=False)
     return p
 
 
@@ -279,9 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     fn: Callable[[Database, argparse.Namespace], Awaitable[int]] = args.fn
 
     async def run() -> int:
-        db = await _db()
+        try:
+            db = await _db(upgrade=getattr(args, "upgrade_first", True))
+        except schema.SchemaError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return SCHEMA_ERROR_EXIT
         try:
             return await fn(db, args)
+        except schema.SchemaError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return SCHEMA_ERROR_EXIT
         finally:
             await db.close()
 

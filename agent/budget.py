@@ -83,6 +83,20 @@ class Reservation:
     factor_milli: int = 1000  # the user's estimate margin in force when it was made
 
 
+@dataclass(frozen=True)
+class BudgetLeft:
+    day_spent: int  # nano-USD
+    day_cap: int
+    month_spent: int
+    month_cap: int
+
+    def line(self) -> str:
+        day = fmt_usd(max(self.day_cap - self.day_spent, 0))
+        month = fmt_usd(max(self.month_cap - self.month_spent, 0))
+        return (f"{day} left today (of {fmt_usd(self.day_cap)}); {month} left this month "
+                f"(of {fmt_usd(self.month_cap)})")
+
+
 class Budget:
     def __init__(self, db: Database, prices: PriceTable, settings: Settings, trace: TraceLog = NULL_TRACE) -> None:
         self.db = db
@@ -194,6 +208,14 @@ class Budget:
                         prompt_tokens=usage.prompt_tokens, factor_milli=factor,
                         overruns=None if margin is None else margin.overruns)
 
+    async def left(self, *, user: str) -> BudgetLeft:
+        """The user's spend and caps today and this month (open reservations count as spent)."""
+        usage = await usage_store.usage_now(self.db, user=user)
+        day_cap = usage.own_caps.get("user_day", to_nano(self.settings.user_daily_usd))
+        month_cap = usage.own_caps.get("user_month", to_nano(self.settings.user_monthly_usd))
+        return BudgetLeft(day_spent=usage.scopes["user_day"][0], day_cap=day_cap,
+                          month_spent=usage.scopes["user_month"][0], month_cap=month_cap)
+
     async def status(self, *, user: str, thread_id: str) -> tuple[int, int, int]:
         """(spent today, daily limit, thread cost) in nano-USD, in one read."""
         usage = await usage_store.usage_now(self.db, user=user, thread_id=thread_id)
@@ -205,4 +227,4 @@ def usd(nano: int) -> str:
     return fmt_usd(nano)
 
 
-__all__ = ["Budget", "BudgetExceeded", "Decimal", "Reservation", "usd"]
+__all__ = ["Budget", "BudgetExceeded", "BudgetLeft", "Decimal", "Reservation", "usd"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from agent.config import Settings
 from agent.context import ModelRequest, Summary, block_tokens, build_request
 from agent.events import AgentEvent, ContextCompressed
 from agent.model import ModelClient, ModelError
+from agent.thread_model import ModelChoice
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from store import summaries as summary_store
 from store.db import Database
@@ -44,6 +47,8 @@ SUMMARY_SYSTEM = (
 _RESULT_CHARS = 1_500  # per tool result in the transcript: enough for the gist, bounded cost
 _TEXT_CHARS = 4_000
 _TRANSCRIPT_CHARS = 120_000  # far below the summary model's context window
+STALE_THINKING = "bound to a different conversation"  # the API's words for thinking whose prefix changed
+COUNT_SLACK_TOKENS = 16  # on top of the percentage margin: a tiny prompt's count rounds the other way too
 
 Emit = Callable[[AgentEvent], Awaitable[None]]
 
@@ -132,6 +137,9 @@ class ModelContext:
         self.compressions = 0
         self._stale_thinking: dict[str, int] = {}  # thread: drop thinking of messages before this seq
         self._last_exact: dict[str, tuple[int, int]] = {}  # thread: (exact tokens of the last call, estimate)
+        self.count_latencies_ms: deque[float] = deque(maxlen=1_000)  # count_tokens calls (bench/, tests)
+        self.count_fallbacks = 0  # reservations sized by the byte estimate because counting failed
+        self._compress_next: set[str] = set()  # threads to compress at their next turn start, whatever the size
         if settings.cache_strategy != "none":
             check_prefix_cacheable(self._build([], tools, None), settings.model)
 
@@ -154,6 +162,42 @@ class ModelContext:
         log.warning("thread %s: thinking of turns before message %d dropped from the context (refused as bound "
                     "to a different conversation)", thread_id, before)
         return True
+
+    def compress_next(self, thread_id: str) -> None:
+        """After a context-window stop: compress before the next call even below the threshold."""
+        self._compress_next.add(thread_id)
+
+    async def prepare(self, *, owner: str, thread_id: str, turn_id: str, messages: list[StoredMessage],
+                      tools: list[dict[str, Any]], emit: Emit, choice: ModelChoice) -> tuple[ModelRequest, int, int]:
+        """(request, cost of any summary made for it, prompt tokens to reserve). When the count finds the
+        thread's thinking bound to an older prefix, that thinking is dropped before the call is made."""
+        request, cost = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id, messages=messages,
+                                               tools=tools, emit=emit)
+        tokens, refusal = await self.reservation_tokens(request, choice)
+        if STALE_THINKING in refusal and self.drop_stale_thinking(thread_id, messages):
+            request, more = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id,
+                                                   messages=messages, tools=tools, emit=emit)
+            tokens, _ = await self.reservation_tokens(request, choice)
+            cost += more
+        return request, cost, tokens
+
+    async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> tuple[int, str]:
+        """(prompt tokens a chat call reserves for, the count's refusal or ""): the API's own count (same
+        system, tools, messages and thinking) plus a margin; the byte estimate when counting is off, fails
+        or is slow. Never raises."""
+        s = self.settings
+        if not s.count_tokens_enabled:
+            return request.estimated_tokens(), ""
+        started = time.perf_counter()
+        counted = await self.model.count_tokens(model=choice.model, system=request.system, tools=request.tools,
+                                                messages=request.messages, thinking=choice.thinking_config(),
+                                                effort=choice.effort, timeout_s=s.count_tokens_timeout_s)
+        self.count_latencies_ms.append((time.perf_counter() - started) * 1000)
+        if counted.tokens is None:
+            self.count_fallbacks += 1
+            log.warning("count_tokens failed, refused or timed out: reserving by the byte estimate")
+            return request.estimated_tokens(), counted.refusal
+        return -(-counted.tokens * (100 + s.count_tokens_margin_pct) // 100) + COUNT_SLACK_TOKENS, ""
 
     def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage) -> CacheEvent | None:
         # The API's own count of this prompt: what the next prompt starts from.
@@ -187,12 +231,16 @@ class ModelContext:
         before = self._prompt_tokens(thread_id, request)
         # Only at a user-turn boundary: inside a tool-use turn the answer's thinking must go back with its
         # tool results, and thinking made before a rewrite is refused after it.
-        if not s.compress_enabled or before <= s.compress_above_tokens or not _at_turn_start(messages):
+        if not s.compress_enabled or not _at_turn_start(messages):
+            return request, 0
+        forced = thread_id in self._compress_next
+        self._compress_next.discard(thread_id)
+        if before <= s.compress_above_tokens and not forced:
             return request, 0
         plan = plan_compression(messages, summary, s.compress_keep_last)
         removed = sum(block_tokens(b) for m in plan.new for b in m.content) if plan else 0
         # Each compression rewrites the cache; one that frees little would repeat on the next call.
-        if plan is None or removed < s.compress_above_tokens // 4:
+        if plan is None or (removed < s.compress_above_tokens // 4 and not forced):
             return request, 0
         text, cost = await self._summarise(owner, thread_id, turn_id, plan)
         if text is None:

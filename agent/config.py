@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     thinking: Literal["adaptive", "between_tools"] = "adaptive"
     thinking_display: Literal["summarized", "omitted"] = "summarized"
     effort: Literal["low", "medium", "high", "xhigh", "max"] = "medium"
+    # Reservations size the prompt with the API's free count_tokens endpoint plus this margin (its count is an
+    # estimate within a small margin); when counting is off, fails or takes longer than the timeout, they fall
+    # back to ceil(UTF-8 bytes / 2.5), an upper bound for the 5.x tokenizer on English text.
+    count_tokens_enabled: bool = True
+    count_tokens_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    count_tokens_margin_pct: int = Field(default=10, ge=0, le=100)
     # Loop guards
     max_calls_per_message: int = Field(default=15, ge=1)
     max_calls_per_thread: int = Field(default=200, ge=1)
@@ -74,6 +80,10 @@ class Settings(BaseSettings):
             return {"type": "between_tools"}
         return {"type": "adaptive", "display": self.thinking_display}
 
+    # Where users' files live. Every app process of one deployment must see the same directory (a shared
+    # mount), so it is required when the database is PostgreSQL (README "Past one machine").
+    workspaces: Path | None = None
+
     @property
     def workspaces_dir(self) -> Path:
-        return self.data_dir / "workspaces"
+        return self.workspaces if self.workspaces is not None else self.data_dir / "workspaces"

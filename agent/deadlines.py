@@ -1,54 +1,36 @@
-"""Server-side deadlines of suspended turns: at the earliest pending expiry, resume the thread so the
-expired approvals become rejected tool_results and the turn goes on (or ends) without anyone present."""
+"""Server-side deadlines of suspended turns, as rows: at the earliest pending expiry the thread is
+resumed, so the expired approvals become rejected tool_results and the turn goes on (or ends) without
+anyone present. A row is claimed once across processes (store/cluster.py) and survives a restart, so
+nothing is re-armed in memory and nothing can fire twice."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from agent.approvals import Approver
-from agent.events import EventSink
-
-log = logging.getLogger("tollgate.agent")
-Resume = Callable[..., Awaitable[Any]]  # Agent.resume(owner=, thread_id=, emit=, approver=)
+from store import cluster as cluster_store
+from store.db import Database
 
 
 class Deadlines:
-    def __init__(self, resume: Resume) -> None:
-        self._resume = resume
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # one per suspended thread, owned here
+    def __init__(self, db: Database, wake: Callable[[], None] = lambda: None) -> None:
+        self._db = db
+        self._wake = wake  # pokes this process's dispatcher (agent/wakeups.py): a new row may be due sooner
 
-    def cancel(self, thread_id: str) -> None:
-        """The thread moves on (a decision, a new message): its timer is no longer needed. A timer that
-        is itself resuming the thread is left to finish."""
-        task = self._tasks.get(thread_id)
-        if task is not None and task is not asyncio.current_task():
-            del self._tasks[thread_id]
-            task.cancel()
+    async def arm(self, *, owner: str, thread_id: str, at: float, **_ui: Any) -> None:
+        """Resume the thread at `at` (or earlier if something else asked for that)."""
+        await cluster_store.request_resume(self._db, thread_id=thread_id, owner=owner, at=at, now=time.time())
+        self._wake()
 
-    def arm(self, *, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
-        self.cancel(thread_id)
+    async def continue_now(self, *, owner: str, thread_id: str) -> None:
+        """A decision taken here for a thread whose browser may be on another process: resume it where
+        that browser is (row changed, then a wake-up)."""
+        await self.arm(owner=owner, thread_id=thread_id, at=time.time())
 
-        async def fire() -> None:
-            await asyncio.sleep(max(at - time.time(), 0.0))
-            try:
-                await self._resume(owner=owner, thread_id=thread_id, emit=emit, approver=approver)
-            except Exception:  # e.g. the thread was deleted meanwhile: nothing left to expire
-                log.warning("deadline of thread %s could not be enforced", thread_id, exc_info=True)
-            finally:
-                if self._tasks.get(thread_id) is asyncio.current_task():
-                    del self._tasks[thread_id]
+    async def ensure(self, *, owner: str, thread_id: str, at: float) -> bool:
+        return await cluster_store.ensure_resume(self._db, thread_id=thread_id, owner=owner, at=at)
 
-        # The task inherits this context, so its events reach the same chat session.
-        self._tasks[thread_id] = asyncio.create_task(fire())
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+    async def cancel(self, thread_id: str) -> None:
+        """The thread moves on (a decision, a new message): its pending resume is no longer needed."""
+        await cluster_store.cancel_resume(self._db, thread_id=thread_id)

@@ -83,6 +83,7 @@ class Notice:
     kind: str  # budget | max_tokens | refusal | api_error | call_cap | cancelled | info
     message: str
     retryable: bool = False
+    continuable: bool = False  # the answer was cut (max_tokens, context window): "Continue" asks for the rest
 
 
 @dataclass(frozen=True)

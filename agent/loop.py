@@ -12,24 +12,26 @@ import asyncio
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent import budget as budget_mod
-from agent import egress
+from agent import egress, thread_model
 from agent.approvals import Approver
 from agent.budget import Budget, BudgetExceeded, Reservation
-from agent.compress import ModelContext
+from agent.cluster import Membership
+from agent.compress import STALE_THINKING, ModelContext
 from agent.config import Settings
 from agent.deadlines import Deadlines
 from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta, TurnFinished
+from agent.leases import ThreadTurns
 from agent.model import ModelClient, ModelError, StreamProgress
 from agent.partial import PartialAnswer
 from agent.toolexec import SUPERSEDED, ToolBatch, run_tool_uses
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.turn import (
+    CONTINUE_PROMPT,
     CUT_STOPS,
     Turn,
     add_usage,
@@ -39,6 +41,7 @@ from agent.turn import (
     usage_report,
     with_streamed_output,
 )
+from agent.wakeups import ResumeDispatcher, Sinks
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import usage as usage_store
@@ -48,7 +51,6 @@ from store.values import StoredMessage
 from tools import FetchPolicy, Tool, ToolContext, ToolRegistry, Workspace
 
 log = logging.getLogger("tollgate.agent")
-STALE_THINKING = "bound to a different conversation"
 
 
 @dataclass
@@ -66,23 +68,22 @@ class AgentDeps:
 class Agent:
     def __init__(self, deps: AgentDeps) -> None:
         self.deps = deps
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.deadlines = Deadlines(self.resume)
+        # Several processes may share the database (README "Past one machine"): this process's membership
+        # (registered by the runtime), one turn at a time per thread across processes, deadlines and decisions
+        # taken elsewhere as due rows run by the dispatcher, into the chat that watches the thread (sinks).
+        self.member = Membership(deps.db)
+        self.turns = ThreadTurns(deps.db, holder=lambda: self.member.id, alive_since=self.member.alive_since)
+        self.sinks = Sinks()
+        self.dispatcher = ResumeDispatcher(self.member, self._resume_due)
+        self.deadlines = Deadlines(deps.db, wake=self.dispatcher.poke)
         self._trusted_tools = frozenset(t.name for t in deps.registry if t.trusted_output)
         # Cache breakpoints, compression and the cache-break watch (agent/compress.py); checks at start-up
         # that tools + system clear the model's minimum cacheable prefix.
         self.context = ModelContext(db=deps.db, settings=deps.settings, model=deps.model, budget=deps.budget,
                                     tools=deps.registry.api_definitions(), trace=deps.trace)
 
-    def _lock(self, thread_id: str) -> asyncio.Lock:
-        lock = self._locks.get(thread_id)
-        if lock is None:
-            lock = self._locks[thread_id] = asyncio.Lock()
-        return lock
-
     def is_running(self, thread_id: str) -> bool:
-        lock = self._locks.get(thread_id)
-        return lock is not None and lock.locked()
+        return self.turns.is_running_here(thread_id)
 
     def workspace_for(self, owner: str) -> Workspace:
         s = self.deps.settings
@@ -104,13 +105,16 @@ class Agent:
             return TurnFinished(stop_reason="rejected_input", notices=(notice,))
         await approval_store.expire_or_reject_pending(self.deps.db, thread_id=thread_id, status="rejected",
                                                       reason=SUPERSEDED)
-        async with self._lock(thread_id):
-            self.deadlines.cancel(thread_id)
+        async with self.turns.hold(thread_id):
+            await self.deadlines.cancel(thread_id)
             thread = await thread_store.get_thread(self.deps.db, owner=owner, thread_id=thread_id)
             if not thread.title:
                 await thread_store.rename_thread(self.deps.db, owner=owner, thread_id=thread_id,
                                                  title=" ".join(text.split())[:60])
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            # Model, effort and thinking are fixed when a thread starts (agent/thread_model.py).
+            await thread_model.fix_for_thread(self.deps.db, s, self.deps.budget.prices, user=owner,
+                                              thread_id=thread_id, new=not messages)
             turn = Turn(id=uuid.uuid4().hex)
             if unresolved_tool_uses(messages):  # a batch left open (pending, crash, stop): close it, run nothing
                 await self._finish_tools(owner, thread_id, messages, emit, approver, turn, superseded=True)
@@ -120,8 +124,8 @@ class Agent:
     async def resume(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
         """Continue a thread whose last answer has tool calls without results (after a decision, at the
         deadline, after a restart). Waits for a turn in progress; None if nothing is left open."""
-        async with self._lock(thread_id):
-            self.deadlines.cancel(thread_id)
+        async with self.turns.hold(thread_id):
+            await self.deadlines.cancel(thread_id)
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             if not unresolved_tool_uses(messages):
                 return None
@@ -136,12 +140,13 @@ class Agent:
         turn_id, chat_calls = last
         return Turn(id=turn_id, calls=chat_calls)
 
-    def watch_deadline(self, *, owner: str, thread_id: str, at: float, emit: EventSink, approver: Approver) -> None:
-        """(Re)arm the deadline of a suspended thread, e.g. when its owner reopens it after a restart."""
-        self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit, approver=approver)
+    async def watch_deadline(self, *, owner: str, thread_id: str, at: float, **_ui: Any) -> None:
+        """Make sure a suspended thread has its deadline row (threads suspended before those rows existed)."""
+        await self.deadlines.ensure(owner=owner, thread_id=thread_id, at=at)
 
-    async def recover(self, emit: EventSink, approver: Approver) -> int:
-        """After a restart: re-arm every pending approval's deadline (enforced even if nobody returns).
+    async def recover(self) -> int:
+        """At start-up: every pending approval's deadline has its row (enforced even if nobody returns); rows
+        already there, perhaps claimed by a live peer, are left alone.
 
         Batches left open by a crash with nothing pending are closed when their thread next moves: a
         side effect whose approval was claimed reports "outcome unknown" and is never re-run."""
@@ -149,22 +154,44 @@ class Agent:
         for a in await approval_store.pending_approvals(self.deps.db, owner=None):
             key = (a.owner, a.thread_id)
             earliest[key] = min(earliest.get(key, a.expires_at), a.expires_at)
+        added = 0
         for (owner, thread_id), at in earliest.items():
-            self.deadlines.arm(owner=owner, thread_id=thread_id, at=at, emit=emit, approver=approver)
-        return len(earliest)
+            added += await self.deadlines.ensure(owner=owner, thread_id=thread_id, at=at)
+        return added
+
+    async def _resume_due(self, owner: str, thread_id: str) -> None:
+        await self.sinks.run(thread_id, lambda emit, approver: self.resume(owner=owner, thread_id=thread_id,
+                                                                           emit=emit, approver=approver))
 
     async def close(self) -> None:
-        await self.deadlines.close()
+        await self.dispatcher.close()
 
     async def retry(self, *, owner: str, thread_id: str, emit: EventSink, approver: Approver) -> TurnFinished | None:
         """Run the model again after a failed call (the "Retry" button); None if nothing to retry."""
         if self.is_running(thread_id):
             return None
-        async with self._lock(thread_id):
+        async with self.turns.hold(thread_id):
             messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
             complete = [m for m in messages if not m.incomplete]
             if not complete or complete[-1].role != "user":
                 return None
+            return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
+
+    async def continue_cut(self, *, owner: str, thread_id: str, emit: EventSink,
+                           approver: Approver) -> TurnFinished | None:
+        """The "Continue" action: the newest answer was cut (max_tokens or the context window), so ask for
+        the rest; after a window stop the context is compressed first. None if there is nothing to continue."""
+        if self.is_running(thread_id):
+            return None
+        async with self.turns.hold(thread_id):
+            messages = await thread_store.load_messages(self.deps.db, owner=owner, thread_id=thread_id)
+            complete = [m for m in messages if not m.incomplete]
+            stop = await usage_store.last_chat_stop(self.deps.db, thread_id=thread_id)
+            if not complete or complete[-1].role != "assistant" or stop not in CUT_STOPS:
+                return None
+            if stop == "model_context_window_exceeded":
+                self.context.compress_next(thread_id)
+            await self._append(messages, owner, thread_id, "user", [{"type": "text", "text": CONTINUE_PROMPT}])
             return await self._drive(owner, thread_id, emit, approver, Turn(id=uuid.uuid4().hex), messages)
 
     async def _finish_tools(self, owner: str, thread_id: str, messages: list[StoredMessage], emit: EventSink,
@@ -182,8 +209,8 @@ class Agent:
             history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools))
         results = await run_tool_uses(batch, unresolved_tool_uses(messages), superseded=superseded)
         if results is None:
-            self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending),
-                               emit=emit, approver=approver)
+            self.sinks.remember(thread_id, emit, approver)  # the deadline's resume renders where this turn did
+            await self.deadlines.arm(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in batch.pending))
             return "suspended"
         await self._append(messages, owner, thread_id, "user", results)
         return "stop" if batch.stop_turn else "go"
@@ -234,15 +261,17 @@ class Agent:
                           turn: Turn, *, retry_stale: bool = True) -> bool:
         """One model call with its reservation; stores the answer. False when the turn must stop."""
         d, s = self.deps, self.deps.settings
+        choice = await thread_model.for_thread(d.db, s, thread_id=thread_id)
         # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
-        request, summary_cost = await self.context.request_for(
+        # (and the prompt's size from the free count_tokens endpoint, for the reservation)
+        request, summary_cost, prompt_tokens = await self.context.prepare(
             owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
-            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e))
+            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
         turn.cost_nano += summary_cost
         # --- end context ---
         try:
-            reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=s.model,
-                                                 purpose="chat", prompt_tokens=request.estimated_tokens(),
+            reservation = await d.budget.reserve(user=owner, thread_id=thread_id, turn_id=turn.id, model=choice.model,
+                                                 purpose="chat", prompt_tokens=prompt_tokens,
                                                  max_tokens=s.max_tokens,
                                                  calls_this_turn_cap=s.max_calls_per_message)
         except BudgetExceeded as e:
@@ -261,9 +290,10 @@ class Agent:
             await safe_emit(emit, ThinkingDelta(delta, block))
 
         try:
-            result = await d.model.stream(model=s.model, max_tokens=s.max_tokens, system=request.system,
+            result = await d.model.stream(model=choice.model, max_tokens=s.max_tokens, system=request.system,
                                           tools=request.tools, messages=request.messages, on_text=on_text,
-                                          progress=progress, thinking=s.thinking_config(), effort=s.effort,
+                                          progress=progress, thinking=choice.thinking_config(),
+                                          effort=choice.effort,
                                           on_thinking=on_thinking)
         except ModelError as e:
             if retry_stale and e.kind == "invalid_request" and STALE_THINKING in e.message \
@@ -273,7 +303,7 @@ class Agent:
             used = with_streamed_output(e.partial_usage, e.partial_text)
             cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
             turn.cost_nano += cost
-            trace_model_call(d.trace, owner, thread_id, turn.id, s.model, used, cost, stop_reason=None,
+            trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, used, cost, stop_reason=None,
                              ttft_ms=None, latency_ms=e.latency_ms, retries=None, error=e.kind)
             turn.usage = add_usage(turn.usage, used)
             turn.calls += 1
@@ -287,7 +317,7 @@ class Agent:
         cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                      ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
         turn.cost_nano += cost
-        trace_model_call(d.trace, owner, thread_id, turn.id, s.model, result.usage, cost,
+        trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, result.usage, cost,
                          stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
                          retries=result.retries, error=None)
         self.context.observe(thread_id, request, result.usage)  # counts and logs cache breaks

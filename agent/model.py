@@ -7,6 +7,7 @@ retried by the SDK: it is reported with the text received so far, which the loop
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -105,9 +106,38 @@ def _api_message(e: anthropic.APIStatusError) -> str:
     return str(msg or e.message)[:300]
 
 
+@dataclass(frozen=True)
+class TokenCount:
+    tokens: int | None  # None: not counted (failed, refused or too slow)
+    refusal: str = ""  # the API's message when it refused the request (400): the real call would fail too
+
+
 class ModelClient:
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self.client = client
+        self._counter = client.with_options(max_retries=0)  # a count that fails falls back at once
+
+    async def count_tokens(self, *, model: str, system: list[dict[str, Any]], tools: list[dict[str, Any]],
+                           messages: list[dict[str, Any]], thinking: dict[str, Any] | None = None,
+                           effort: str | None = None, timeout_s: float = 1.0) -> TokenCount:
+        """The API's own count of this prompt (the endpoint is free and rate-limited apart from messages, and
+        runs the same checks). No count when it fails, refuses or takes longer than `timeout_s`."""
+        kwargs: dict[str, Any] = {"model": model, "system": system, "messages": messages}
+        if tools:
+            kwargs["tools"] = tools
+        if thinking is not None:
+            kwargs["thinking"] = thinking
+        if effort is not None:
+            kwargs["output_config"] = {"effort": effort}
+        try:
+            counted = await asyncio.wait_for(self._counter.messages.count_tokens(**kwargs, timeout=timeout_s),
+                                             timeout_s)
+        except anthropic.BadRequestError as e:
+            return TokenCount(None, _api_message(e))
+        except (anthropic.APIError, TimeoutError, ValueError):
+            return TokenCount(None)
+        tokens = getattr(counted, "input_tokens", None)
+        return TokenCount(tokens if isinstance(tokens, int) and tokens >= 0 else None)
 
     async def stream(self, *, model: str, max_tokens: int, system: list[dict[str, Any]],
                      tools: list[dict[str, Any]], messages: list[dict[str, Any]],

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,24 @@ class _Unresolvable(Exception):
 
 @dataclass(frozen=True)
 class Rule:
-    tool: str
+    tool: str  # a name or a glob: "tasks__*" is every tool of the MCP server "tasks"
     route: str
     path: str | None = None
+    args: dict[str, str] = field(default_factory=dict)  # argument name -> glob over its value (JSON if not a string)
+    hints: dict[str, bool] = field(default_factory=dict)  # the tool's own (untrusted) hints, e.g. destructiveHint
 
     def applies_to(self, tool: Tool) -> bool:
-        return self.tool in (tool.name, "*")
+        return fnmatch.fnmatchcase(tool.name, self.tool)
 
     def matches(self, tool: Tool, args: dict[str, Any]) -> bool:
-        if not self.applies_to(tool):
+        if not self.applies_to(tool) or any(tool.hints.get(k) is not v for k, v in self.hints.items()):
             return False
+        for name, glob in self.args.items():
+            if name not in args:
+                return False
+            value = args[name]
+            if not fnmatch.fnmatchcase(value if isinstance(value, str) else json.dumps(value, sort_keys=True), glob):
+                return False
         if self.path is None:
             return True
         if "path" not in args:
@@ -42,6 +51,19 @@ class Rule:
         except ToolError:
             raise _Unresolvable from None
         return fnmatch.fnmatchcase(path, self.path)
+
+
+def _rule(raw: dict[str, Any], index: int) -> Rule:
+    where = f"approval policy: rule {index + 1}"
+    unknown = set(raw) - {"tool", "route", "path", "args", "hints"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    args, hints = raw.get("args", {}), raw.get("hints", {})
+    if not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values()):
+        raise ValueError(f"{where}: args must be a table of glob strings")
+    if not isinstance(hints, dict) or not all(isinstance(v, bool) for v in hints.values()):
+        raise ValueError(f"{where}: hints must be a table of true/false values")
+    return Rule(tool=raw["tool"], route=raw["route"], path=raw.get("path"), args=dict(args), hints=dict(hints))
 
 
 class ApprovalPolicy:
@@ -55,7 +77,7 @@ class ApprovalPolicy:
     def load(cls, path: Path | None = None) -> ApprovalPolicy:
         path = path or Path(os.environ.get("TOLLGATE_APPROVAL_POLICY_FILE") or DEFAULT_POLICY)
         data = tomllib.loads(path.read_text())
-        return cls([Rule(tool=r["tool"], route=r["route"], path=r.get("path")) for r in data.get("rule", [])])
+        return cls([_rule(r, i) for i, r in enumerate(data.get("rule", []))])
 
     def route_for(self, tool: Tool, args: dict[str, Any]) -> str:
         try:

@@ -66,6 +66,9 @@ async def safe_emit(emit: EventSink, event: AgentEvent) -> None:
 
 
 CUT_STOPS = ("max_tokens", "model_context_window_exceeded")
+# The 5.x API refuses an assistant prefill, so "Continue" asks for the rest in a user message.
+CONTINUE_PROMPT = ("Your previous answer was cut off. Continue it from exactly where it stopped, without "
+                   "repeating what you already wrote.")
 
 
 def stop_notice(stop_reason: str, category: str | None, max_tokens: int) -> Notice:
@@ -74,5 +77,8 @@ def stop_notice(stop_reason: str, category: str | None, max_tokens: int) -> Noti
         return Notice("refusal", f"The model declined this request{why}; nothing was run. You can go on with "
                                  "another message.")
     if stop_reason == "model_context_window_exceeded":
-        return Notice("max_tokens", "The answer was cut: the conversation reached the model's context window.")
-    return Notice("max_tokens", f"The answer was cut at the {max_tokens}-token limit.")
+        return Notice("max_tokens", "The answer was cut: the conversation reached the model's context window. "
+                                    "Continue compresses the conversation first, then asks for the rest.",
+                      continuable=True)
+    return Notice("max_tokens", f"The answer was cut at the {max_tokens}-token limit. Continue asks for the rest.",
+                  continuable=True)

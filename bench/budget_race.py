@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/budget_race.py            # N = 10, 50, 200; writes the table into docs/budgets.md
     .venv/bin/python bench/budget_race.py --quick    # N = 10 only, prints, writes nothing
+    .venv/bin/python bench/budget_race.py --postgres # N = 10, 50, 200 on a throwaway PostgreSQL 15 cluster
+                                                     # (tests/pg_cluster.py); writes docs/performance.md
 
 Each session is a thread of user "alice" sending one message at the same moment. The model is the demo
 server (real anthropic SDK over HTTP) answering after `FIRST_TOKEN_S`, and every answer reports 20k
@@ -23,8 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
@@ -82,21 +83,25 @@ def timed(fn: Callable[..., Awaitable[Any]], into: list[float], tag: str) -> Cal
 
 
 def time_writer(db: Database, held: list[tuple[str, float]]) -> None:
-    """Records how long each write transaction holds the single writer (from BEGIN to after COMMIT)."""
-    write = db.write
+    """Records how long each write transaction holds the writer: from the start of its work (after BEGIN
+    IMMEDIATE on SQLite, after the advisory write lock on PostgreSQL) to after COMMIT."""
+    transact = db.transact
 
-    @asynccontextmanager
-    async def wrapped() -> AsyncIterator[Any]:
+    async def wrapped(work: Callable[[Any], Any]) -> Any:
         start: float | None = None
+
+        def timed_work(conn: Any) -> Any:
+            nonlocal start
+            start = time.perf_counter()
+            return work(conn)
+
         try:
-            async with write() as conn:
-                start = time.perf_counter()
-                yield conn
+            return await transact(timed_work)
         finally:
             if start is not None:
                 held.append((_tag.get(), (time.perf_counter() - start) * 1000))
 
-    db.write = wrapped  # type: ignore[method-assign]
+    db.transact = wrapped  # type: ignore[method-assign]
 
 
 class Approver:
@@ -104,10 +109,10 @@ class Approver:
         raise AssertionError("no tool calls in this benchmark")
 
 
-async def run_sessions(n: int, data_dir: Path) -> dict[str, Any]:
+async def run_sessions(n: int, data_dir: Path, url: str | None = None) -> dict[str, Any]:
     # Only the user's daily limit should bind: the monthly and global ones are set out of the way.
     settings = Settings(data_dir=data_dir, max_tokens=OUTPUT, global_daily_usd=Decimal(1_000_000))
-    db = Database.for_data_dir(data_dir)
+    db = Database(url) if url else Database.for_data_dir(data_dir)
     await db.create_schema()
     await user_store.add_user(db, name="alice", password="orchard-apple-1")
     brain = ScriptedBrain([Reply(blocks=(TextBlock("ok"),), usage_override=USAGE)] * n)
@@ -149,6 +154,8 @@ async def run_sessions(n: int, data_dir: Path) -> dict[str, Any]:
         results = await asyncio.gather(*(session(t) for t in threads), return_exceptions=True)
         wall = time.perf_counter() - t0
         errors = [r for r in results if isinstance(r, BaseException)]
+        for kind in sorted({f"{type(e).__name__}: {str(e)[:160]}" for e in errors})[:5]:
+            print(f"N={n} error: {kind}", file=sys.stderr)
         ok = [ms for r in results if not isinstance(r, BaseException) for reason, ms in [r] if reason == "end_turn"]
         refused = sum(1 for r in results if not isinstance(r, BaseException) and r[0] == "budget")
         async with db.read() as conn:
@@ -236,10 +243,68 @@ def report(results: list[dict[str, Any]], baselines: dict[int, dict[str, list[fl
     return "\n".join(lines)
 
 
+PERF_DOC = ROOT / "docs" / "performance.md"
+PG_BEGIN, PG_END = "<!-- bench:budget_race_postgres:begin -->", "<!-- bench:budget_race_postgres:end -->"
+
+
+def postgres_report(results: list[dict[str, Any]], cmd: str, version: str) -> str:
+    lines = [
+        f"Command: `{cmd}`  ",
+        f"Machine: nproc={os.cpu_count()}, Python {platform.python_version()}, {version} (throwaway cluster, "
+        f"fsync off), loadavg {os.getloadavg()[0]:.2f} at the end (shared machine: times are noisy)  ",
+        "One process, N concurrent sessions of ONE user; daily limit = half the sessions' worst cases. Write "
+        "transactions hold one advisory lock (docs/budgets.md).",
+        "",
+        "| N | ran / refused | overspend | errors | left open | reserve p50 / p99 ms | reserve holding the lock "
+        "p50 / p99 ms | settle p50 / p99 ms | lock busy | turn p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        hr = r["held"]["reserve"]
+        lines.append(
+            f"| {r['n']} | {r['ok']} / {r['refused']} | ${r['overspend'] / 1e9:.6f} | {r['errors']} | "
+            f"{r['left_open']} | {pct(r['reserve'], 50):.1f} / {pct(r['reserve'], 99):.1f} | "
+            f"{pct(hr, 50):.2f} / {pct(hr, 99):.2f} | {pct(r['settle'], 50):.1f} / {pct(r['settle'], 99):.1f} | "
+            f"{r['writer_busy'] * 100:.0f}% | {r['turn_p50']:.0f} |")
+    return "\n".join(lines)
+
+
+async def main_postgres(sizes: list[int], *, write_doc: bool) -> int:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg_cluster import PgCluster  # tests/pg_cluster.py: the same throwaway cluster the tests start
+
+    results = []
+    with PgCluster.started() as pg, tempfile.TemporaryDirectory() as tmp:
+        with pg.connect() as conn:
+            version = " ".join(str(conn.execute("SHOW server_version").fetchone()[0]).split()[:1])
+        for n in sizes:
+            pg.create_database(f"bench_n{n}")
+            setup = Database(pg.url(f"bench_n{n}"))
+            await setup.upgrade_schema()
+            await setup.close()
+            results.append(await run_sessions(n, Path(tmp) / f"n{n}", url=pg.url(f"bench_n{n}")))
+    text = postgres_report(results, ".venv/bin/python bench/budget_race.py --postgres", f"PostgreSQL {version}")
+    print(text)
+    bad = [r for r in results if r["overspend"] or r["errors"] or r["left_open"]]
+    if not write_doc:
+        return 1 if bad else 0
+    doc = PERF_DOC.read_text()
+    block = f"{PG_BEGIN}\n{text}\n{PG_END}"
+    PERF_DOC.write_text(re.sub(re.escape(PG_BEGIN) + ".*?" + re.escape(PG_END), lambda _: block, doc, flags=re.S)
+                        if PG_BEGIN in doc else doc.rstrip() + "\n\n## Budget reservations on PostgreSQL\n\n"
+                        + block + "\n")
+    return 1 if bad else 0
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N=10 only; do not write docs/budgets.md")
+    ap.add_argument("--postgres", action="store_true", help="N=10, 50, 200 on a throwaway PostgreSQL cluster")
+    ap.add_argument("--sizes", help="with --postgres: these N only (comma-separated), prints, writes nothing")
     args = ap.parse_args()
+    if args.postgres:
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [10] if args.quick else [10, 50, 200]
+        return await main_postgres(sizes, write_doc=not args.quick and not args.sizes)
     sizes = [10] if args.quick else [1, 10, 50, 200]
     results, baselines = [], {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
 """Engines for one SQLite file: a single serialised writer (BEGIN IMMEDIATE) and a small reader pool.
+On PostgreSQL one async engine, and every write transaction holds one advisory lock: the same one-writer rule.
 
 Why two engines: SQLite allows one writer at a time; funnelling writes through one connection
 avoids "database is locked" storms (p99 844 ms → 96 ms measured here), while WAL lets reads proceed.
@@ -20,17 +21,15 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlmodel import SQLModel
 
-from store import (
-    door_tables,  # noqa: F401  (login failures and session cut-offs)
-    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
-    search,
-)
+from store import schema, tables  # noqa: F401  (tables: every table on SQLModel.metadata)
 from store.filemodes import create_private_file, secure_data_dir
 from store.limits import StoreLimits
 
 BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL: every write transaction first takes this transaction-scoped advisory lock, so writes are
+# serialised across every process exactly as SQLite's BEGIN IMMEDIATE serialises them (docs/budgets.md says why).
+WRITE_LOCK_KEY = 0x7011_6A7F
 T = TypeVar("T")
 
 
@@ -66,6 +65,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.limits = StoreLimits()  # per-user limits, set from the settings by the app
+        # Reservation keys start with the id of the process that made them, so a sweeper can close exactly
+        # the reservations of a process known dead (store/cluster.py); "" outside an app process.
+        self.key_prefix = ""
         self._writer: Engine | None = None
         self._write_conn: Connection | None = None  # only touched on the writer thread
         self._write_thread: ThreadPoolExecutor | None = None
@@ -78,8 +80,9 @@ class Database:
                                                max_overflow=4)
             _sqlite_pragmas(self._writer, immediate=True)
             _sqlite_pragmas(self._reader.sync_engine, immediate=False)
-        else:  # PostgreSQL: the server serialises; one async engine does both.
+        else:  # PostgreSQL: one async engine does both; writes queue here first (see transact)
             self._reader = create_async_engine(url, pool_size=10)
+            self._pg_write_queue = asyncio.Lock()
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> Database:
@@ -89,19 +92,28 @@ class Database:
             create_private_file(data_dir / "tollgate.db")
         return cls(url)
 
-    async def create_schema(self) -> None:
-        def create(conn: Connection) -> None:
-            SQLModel.metadata.create_all(conn)
-            if self.is_sqlite:
-                search.create(conn)
+    async def upgrade_schema(self) -> schema.SchemaUpgrade:
+        """Create the schema or bring it to the newest revision (store/migrations/), in one transaction.
+        Raises schema.SchemaError (and changes nothing) for a schema made by a newer Tollgate or one it
+        does not recognise."""
+        return await self.transact(schema.upgrade)
 
-        await self.transact(create)
+    async def create_schema(self) -> schema.SchemaUpgrade:
+        """The name callers used before migrations: the same as upgrade_schema."""
+        return await self.upgrade_schema()
+
+    async def schema_status(self) -> schema.SchemaStatus:
+        async with self.read() as conn:
+            return await conn.run_sync(schema.status)
 
     async def transact(self, work: Callable[[Connection], T]) -> T:
         """One write transaction: `work` runs with a (sync) connection, committed when it returns, rolled
         back if it raises. Keep it to SQL: on SQLite it runs on the writer thread."""
         if self._writer is None:
-            async with self._reader.begin() as conn:
+            # Queue in-process first (like SQLite's one writer thread): waiting writers hold no pooled
+            # connection, so 200 sessions do not exhaust the pool (they timed out after 30 s without this).
+            async with self._pg_write_queue, self._reader.begin() as conn:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 return await conn.run_sync(work)
         assert self._write_thread is not None
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._run, work)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Column, Index, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -106,8 +106,8 @@ class ModelCallRow(SQLModel, table=True):
     model: str
     purpose: str = "chat"  # chat | summary
     status: str = "reserved"  # reserved | settled | released
-    reserved_nanousd: int = 0
-    cost_nanousd: int = 0
+    reserved_nanousd: int = Field(default=0, sa_type=BigInteger)  # money: 64-bit (PostgreSQL's INTEGER is 32)
+    cost_nanousd: int = Field(default=0, sa_type=BigInteger)
     reserved_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -128,8 +128,8 @@ class BudgetRow(SQLModel, table=True):
 
     __tablename__ = "budgets"
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
-    daily_nanousd: int | None = None
-    monthly_nanousd: int | None = None
+    daily_nanousd: int | None = Field(default=None, sa_type=BigInteger)
+    monthly_nanousd: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class EstimateMarginRow(SQLModel, table=True):
@@ -140,7 +140,7 @@ class EstimateMarginRow(SQLModel, table=True):
     __tablename__ = "estimate_margins"
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
     overruns: int = 0  # calls that cost more than they reserved
-    overrun_nanousd: int = 0  # by how much, summed: spend the limits did not see coming
+    overrun_nanousd: int = Field(default=0, sa_type=BigInteger)  # by how much: spend the limits did not foresee
     factor_milli: int = 1000  # the next prompt estimates are multiplied by this / 1000
     updated_at: float = 0.0
 

@@ -1,9 +1,11 @@
 """Full-text search over the text the chat showed (SQLite FTS5), kept in step by triggers.
 
 Only `text` blocks are indexed (what the user and the model wrote), not tool inputs or outputs. The
-index is a plain FTS5 table keyed by the message's rowid; triggers on `messages` keep it current, so
-every write path (append, a streaming answer updated in place, a cascade delete) is covered without
-the store having to remember it. PostgreSQL (no FTS5) falls back to a LIKE scan of the owner's threads.
+index is a plain FTS5 table keyed by the message's rowid (made by the baseline migration,
+store/migrations/versions/0001_baseline.py); triggers on `messages` keep it current, so every write path
+(append, a streaming answer updated in place, a cascade delete) is covered without the store having to
+remember it. On PostgreSQL: its own text search, a GIN index on to_tsvector('simple', message_text(content_json))
+(migration 0003), queried with the same expression.
 """
 
 from __future__ import annotations
@@ -11,39 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, column, func, literal_column, select, table
+from sqlalchemy import ColumnElement, column, func, literal_column, select, table
 
 from store.models import MESSAGES, THREADS
-
-DDL = [
-    # The text of a message: its `text` blocks joined by spaces (defined once, used by every trigger).
-    "CREATE VIEW IF NOT EXISTS message_text AS SELECT m.id AS id, m.thread_id AS thread_id, "
-    "(SELECT coalesce(group_concat(json_extract(b.value, '$.text'), ' '), '') FROM json_each(m.content_json) AS b "
-    "WHERE json_extract(b.value, '$.type') = 'text') AS text FROM messages AS m",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5("
-    "text, thread_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS message_search_ai AFTER INSERT ON messages BEGIN "
-    "INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text "
-    "WHERE id = new.id; END",
-    "CREATE TRIGGER IF NOT EXISTS message_search_au AFTER UPDATE OF content_json ON messages BEGIN "
-    "DELETE FROM message_search WHERE rowid = old.id; "
-    "INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text "
-    "WHERE id = new.id; END",
-    "CREATE TRIGGER IF NOT EXISTS message_search_ad AFTER DELETE ON messages BEGIN "
-    "DELETE FROM message_search WHERE rowid = old.id; END",
-]
-# A database made before the index existed: index what it holds, once (only when the index is created).
-BACKFILL = ("INSERT INTO message_search(rowid, text, thread_id) SELECT id, text, thread_id FROM message_text")
-
-
-def create(conn: Connection) -> None:
-    """Run inside the schema transaction: the index, its triggers, and a backfill if the index is new."""
-    existed = conn.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message_search'").first() is not None
-    for statement in DDL:
-        conn.exec_driver_sql(statement)
-    if not existed:
-        conn.exec_driver_sql(BACKFILL)
 
 
 def fts_query(search: str) -> str | None:
@@ -58,6 +30,21 @@ def fts_query(search: str) -> str | None:
     return " AND ".join(quoted)
 
 
+def ts_query(search: str) -> str | None:
+    """The user's words as a PostgreSQL tsquery: every word (each a quoted lexeme, so `&`, `|`, `!` and
+    quotes typed by the user are only text), the last as a prefix. None when nothing searchable is left."""
+    words = [w for w in re.split(r"\s+", search.strip()) if w]
+    if not words:
+        return None
+    quoted = ["'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in words]
+    quoted[-1] += ":*"
+    return " & ".join(quoted)
+
+
+# The indexed expression of migration 0003: the query must repeat it exactly for the GIN index to be used.
+_PG_DOCUMENT = func.to_tsvector(literal_column("'simple'::regconfig"), func.message_text(MESSAGES.c.content_json))
+
+
 def thread_matches(search: str, *, owner_id: Any, sqlite: bool) -> ColumnElement[bool]:
     """A condition on `threads`: the title or a message of the thread contains the words."""
     own = select(THREADS.c.id).where(THREADS.c.owner_id == owner_id)  # never match in others' threads
@@ -66,8 +53,8 @@ def thread_matches(search: str, *, owner_id: Any, sqlite: bool) -> ColumnElement
     if query is None:
         return title_hit
     if not sqlite:
-        in_text = func.lower(MESSAGES.c.content_json).contains(search.lower(), autoescape=True)
-        hits = select(MESSAGES.c.thread_id).where(MESSAGES.c.thread_id.in_(own), in_text)
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), ts_query(search))
+        hits = select(MESSAGES.c.thread_id).where(MESSAGES.c.thread_id.in_(own), _PG_DOCUMENT.op("@@")(tsquery))
         return title_hit | THREADS.c.id.in_(hits)
     index = table("message_search", column("thread_id"))
     fts_hits = select(index.c.thread_id).where(literal_column("message_search").op("MATCH")(query),

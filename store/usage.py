@@ -166,7 +166,7 @@ async def reserve(db: Database, *, user: str, thread_id: str | None, turn_id: st
             need = {"thread_tokens": tokens, "thread_calls": 1, "turn_calls": 1}.get(limit.scope, amount_nanousd)
             if used + need > limit.cap:
                 raise LimitReached(limit, used, held)
-        key = uuid.uuid4().hex
+        key = db.key_prefix + uuid.uuid4().hex
         conn.execute(_RESERVE, {"p_key": key, "p_user_id": usage.user_id, "p_thread_id": thread_id,
                                 "p_turn_id": turn_id, "p_model": model, "p_purpose": purpose,
                                 "p_amount": amount_nanousd, "p_tokens": tokens, "p_now": now, "p_day": day,
@@ -271,3 +271,11 @@ async def last_turn(db: Database, *, thread_id: str) -> tuple[str, int] | None:
         calls = (await conn.execute(select(func.count()).where(MODEL_CALLS.c.turn_id == turn_id,
                                                                MODEL_CALLS.c.purpose == "chat"))).scalar_one()
         return str(turn_id), int(calls)
+
+
+async def last_chat_stop(db: Database, *, thread_id: str) -> str | None:
+    """The stop_reason of the thread's latest settled chat call (None if it has none)."""
+    async with db.read() as conn:
+        return (await conn.execute(select(MODEL_CALLS.c.stop_reason).where(
+            MODEL_CALLS.c.thread_id == thread_id, MODEL_CALLS.c.purpose == "chat", MODEL_CALLS.c.status == "settled")
+            .order_by(MODEL_CALLS.c.id.desc()).limit(1))).scalar_one_or_none()

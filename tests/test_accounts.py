@@ -15,6 +15,8 @@ from store.passwords import DEMO_PASSWORD, DEMO_USER, WeakPassword, password_pro
 from tests.test_cli import data_dir, run  # noqa: F401  (fixture)
 from ui.logins import LoginLimits, Refusal, attempt_login, demo_allowed
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 GOOD = "orchard-apple-1"
 LIMITS = LoginLimits(per_account=5, per_address=20, window_s=900)
 

@@ -24,6 +24,8 @@ from store.models import MODEL_CALLS
 from store.usage import TokenUsage
 from tests.conftest import APPROVE_ALL, Recorder
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     return {"input_tokens": input_tokens, "output_tokens": output_tokens, "cache_creation_input_tokens": 0,

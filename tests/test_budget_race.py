@@ -1,8 +1,9 @@
 """Many concurrent sessions of ONE user against a small daily limit: spend never passes the limit.
 
 Sixty threads of alice start a turn at once through two Agents, each with its own Database engines
-on the same SQLite file (as two app processes would have), so reservations race both inside one
-writer connection and across two writer connections (BEGIN IMMEDIATE + busy_timeout).
+on the same database (as two app processes would have), so reservations race both inside one
+writer connection and across two writer connections: on SQLite BEGIN IMMEDIATE + busy_timeout, on
+PostgreSQL (READ COMMITTED) the write transactions' advisory lock (docs/budgets.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 
 import anthropic
+import pytest
 from sqlalchemy import select
 
 from agent.budget import Budget
@@ -20,10 +22,13 @@ from agent.loop import Agent, AgentDeps
 from agent.model import ModelClient
 from agent.pricing import PriceTable
 from store import usage as usage_store
+from store import users as user_store
 from store.db import Database
 from store.models import MODEL_CALLS
 from tests.conftest import APPROVE_ALL, Recorder
 from tools import default_registry
+
+pytestmark = pytest.mark.both_backends
 
 SESSIONS = 60
 OUTPUT = 20_000  # reported by every call: 20k output tokens at $10/M = $0.20
@@ -35,7 +40,7 @@ async def test_concurrent_sessions_of_one_user_never_exceed_the_daily_limit(make
              "ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0, "cache_read_input_tokens": 0}
     h = make_harness([Reply(blocks=(TextBlock("ok"),), usage_override=usage)] * SESSIONS, max_tokens=OUTPUT)
     await usage_store.set_budget(h.db, user="alice", daily_nanousd=LIMIT, monthly_nanousd=None)
-    db2 = Database.for_data_dir(settings.data_dir)  # a second "process": its own writer connection
+    db2 = Database(h.db.url)  # a second "process": its own engines and writer connection
     client2 = anthropic.AsyncAnthropic(api_key="test", base_url=h.server.base_url, max_retries=2)
     agent2 = Agent(AgentDeps(db=db2, settings=h.settings, model=ModelClient(client2), registry=default_registry(),
                              budget=Budget(db2, PriceTable.load(), h.settings)))
@@ -72,3 +77,33 @@ async def test_concurrent_sessions_of_one_user_never_exceed_the_daily_limit(make
     # The limit binds: one more call's worst case would not have fitted beside what was spent.
     assert spent + min(r.reserved_nanousd for r in rows) > LIMIT
     assert h.brain.remaining == SESSIONS - len(rows)  # refused sessions never reached the model
+
+
+async def test_concurrent_reservations_from_two_engines_never_overbook(db, settings):
+    """The measured PostgreSQL failure: sum-then-insert under READ COMMITTED let two reservations of 60
+    against a cap of 100 both commit. Forty reservations of 60 race here, from two engines: one fits."""
+    cap = usage_store.SpendLimit(name="daily budget for carol", scope="user_day", cap=100)
+    await user_store.add_user(db, name="carol", password="orchard-apple-7")
+    db2 = Database(db.url)
+
+    async def warm(database: Database, ready: asyncio.Barrier) -> None:
+        async with database.read() as conn:  # opened together: the pools hold live connections, so the
+            await conn.exec_driver_sql("SELECT 1")  # reservations below start together, not one per connect
+            await ready.wait()
+
+    barrier = asyncio.Barrier(8)
+    await asyncio.gather(*(warm((db, db2)[i % 2], barrier) for i in range(8)))
+    try:
+        results = await asyncio.gather(*(
+            usage_store.reserve((db, db2)[i % 2], user="carol", thread_id=None, turn_id=f"t{i}", model="m",
+                                purpose="chat", amount_nanousd=60, tokens=1, limits=[cap])
+            for i in range(40)), return_exceptions=True)
+    finally:
+        await db2.close()
+    granted = [r for r in results if isinstance(r, str)]
+    assert len(granted) == 1
+    assert all(isinstance(r, usage_store.LimitReached) for r in results if not isinstance(r, str))
+    async with db.read() as conn:
+        held = sum(r.reserved_nanousd for r in (await conn.execute(select(MODEL_CALLS))).all()
+                   if r.status == "reserved")
+    assert held == 60

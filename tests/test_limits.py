@@ -19,6 +19,8 @@ from tools.quota import usage
 from tools.registry import ToolContext
 from tools.workspace import Workspace
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 KB = 1024
 
 

@@ -26,6 +26,8 @@ from store.threads import NotFound
 from tests.conftest import Recorder
 from ui.runtime import build_runtime
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 WRITE = Reply(blocks=(ToolUseBlock("write_file", {"path": "notes/plan.txt", "content": "the plan"}),),
               stop_reason="tool_use")
 DONE = Reply(blocks=(TextBlock("Saved."),))

@@ -8,6 +8,8 @@ from store import threads as thread_store
 from store.db import Database
 from store.search import fts_query
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 
 async def _thread(db: Database, owner: str, *texts: str, title: str = "") -> str:
     t = await thread_store.create_thread(db, owner=owner, title=title)
@@ -82,10 +84,11 @@ async def test_a_database_made_before_the_index_is_backfilled(tmp_path) -> None:
     await db.create_schema()
     await user_store.add_user(db, name="carol", password="orchard-apple-4")
     tid = await _thread(db, "carol", "an old conversation about walruses")
-    def drop_index(conn) -> None:  # as if made by a version without the index
+    def drop_index(conn) -> None:  # as if made by a version without the index (and before migrations)
         for name in ("message_search_ai", "message_search_au", "message_search_ad"):
             conn.exec_driver_sql(f"DROP TRIGGER {name}")
         conn.exec_driver_sql("DROP TABLE message_search")
+        conn.exec_driver_sql("DROP TABLE alembic_version")
 
     await db.transact(drop_index)
     await db.create_schema()

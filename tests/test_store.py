@@ -14,6 +14,8 @@ from store import users as user_store
 from store.threads import NotFound
 from tests.conftest import APPROVE_ALL, Recorder
 
+pytestmark = pytest.mark.both_backends  # the `db` tests run on SQLite and on PostgreSQL
+
 
 async def test_messages_are_numbered_in_order_even_when_appended_concurrently(db):
     t = await thread_store.create_thread(db, owner="alice")
@@ -54,6 +56,8 @@ async def test_users_passwords_are_hashed_and_checked(db):
 
 
 async def test_sqlite_runs_in_wal_with_foreign_keys(db):
+    if not db.is_sqlite:
+        pytest.skip("SQLite's settings")
     async with db.read() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one() == 1

@@ -102,6 +102,9 @@ class Tool:
     fn: Callable[..., Awaitable[str]] = field(kw_only=True, repr=False, compare=False)
     args_model: type[BaseModel] = field(kw_only=True, repr=False, compare=False)
     label_arg: str | None = field(default=None, kw_only=True, repr=False, compare=False)
+    # What the tool's author claims (MCP annotations: readOnlyHint, destructiveHint, ...): shown on the card and
+    # matchable by policy rules, never a reason to skip a card.
+    hints: dict[str, bool] = field(default_factory=dict, kw_only=True, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.high_risk and not self.side_effect:
@@ -215,6 +218,15 @@ class ToolRegistry:
             if item.name in self._tools:
                 raise ValueError(f"duplicate tool name: {item.name}")
             self._tools[item.name] = item
+
+    def add(self, tools: Iterable[Tool]) -> None:
+        """Register more tools (MCP servers that come up late); names stay unique, the order stays sorted."""
+        new = list(tools)
+        names = [t.name for t in new]
+        clash = sorted({n for n in names if n in self._tools or names.count(n) > 1})
+        if clash:
+            raise ValueError(f"duplicate tool name: {', '.join(clash)}")
+        self._tools.update({t.name: t for t in new})
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)

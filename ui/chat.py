@@ -17,7 +17,7 @@ from store.limits import LimitExceeded
 from store.threads import NotFound
 from store.values import Approval
 from ui import cards as ui_cards
-from ui import live, logins, sessions
+from ui import live, logins, sessions, settings_panel
 from ui.chainlit_compat import after_resumed_history, disconnect_sockets_of
 from ui.client_address import client_address
 from ui.render import ChatRenderer
@@ -45,6 +45,7 @@ STARTERS = [
     ("Search my notes", "Search for milk"),
     ("Delete a note", "Delete groceries"),
     ("Try a prompt injection", INJECTION_STARTER),
+    ("Add a task (MCP)", "Add a task: water the plants"),  # the bundled task-list MCP server (examples/mcp.toml)
 ]
 
 
@@ -131,6 +132,7 @@ async def on_message(message: cl.Message) -> None:
                 workspace.write_text(path, text)
     await rt.agent.run_turn(owner=owner, thread_id=thread_id, text=message.content, emit=renderer(),
                             approver=DeferredApprover())
+    await settings_panel.show(rt, owner)  # the budget left, after what this turn spent
 
 
 async def on_approve_always(action: cl.Action) -> None:
@@ -184,6 +186,7 @@ async def on_decision(action: cl.Action, decision: str, reason: str | None = Non
     # The turn suspended when the card was shown; the decision is in the row, so go on from the store.
     await rt.agent.resume(owner=a.owner, thread_id=a.thread_id, emit=renderer(a.thread_id),
                           approver=DeferredApprover())
+    await settings_panel.show(rt, owner)
 
 
 async def on_resume(thread: dict[str, Any]) -> None:
@@ -195,6 +198,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
         raise PermissionError("no such thread: it was deleted or is not yours")
     render = renderer(thread_id)
     render.remember_cards(list(thread.get("steps") or []))
+    await settings_panel.show(rt, owner)
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
     # Chainlit replaces the message list with the stored history right after this handler returns,
     # which would wipe cards sent now: send them just after that instead.
@@ -206,8 +210,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
 
     after_resumed_history(cards)
     if pending:
-        rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending),
-                                emit=render, approver=DeferredApprover())
+        await rt.agent.watch_deadline(owner=owner, thread_id=thread_id, at=min(a.expires_at for a in pending))
 
 
 async def on_reject_with_reason(action: cl.Action) -> None:
@@ -224,3 +227,22 @@ async def on_retry(_action: cl.Action) -> None:
     rt = await runtime()
     owner, thread_id = _user(), cl.context.session.thread_id
     await rt.agent.retry(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+
+
+async def on_chat_start() -> None:
+    await settings_panel.show(await runtime(), _user())
+
+
+async def on_settings_update(values: dict[str, Any]) -> None:
+    await settings_panel.changed(await runtime(), _user(), values)
+
+
+async def on_continue(action: cl.Action) -> None:
+    """The "Continue" button under a cut answer: ask the model for the rest (agent.loop.continue_cut)."""
+    rt = await runtime()
+    owner, thread_id = _user(), cl.context.session.thread_id
+    await action.remove()
+    done = await rt.agent.continue_cut(owner=owner, thread_id=thread_id, emit=renderer(), approver=DeferredApprover())
+    if done is None:
+        await cl.Message(content="Nothing to continue: the newest answer was not cut, or a turn is running.").send()
+    await settings_panel.show(rt, owner)

@@ -161,6 +161,8 @@ class StoreDataLayer(BaseDataLayer):
         owner, thread_id = _session_user(), s.get("threadId")
         if owner is None or not thread_id or not isinstance(s.get("id"), str):
             return
+        if s.get("type") == "run" and s.get("name") == "on_chat_start":
+            return  # chainlit wraps on_chat_start in a step: storing it would create a thread per page opened
         async with self._in_order(s["id"]):
             await self._write_step_now(owner, thread_id, s)
 

@@ -1,35 +1,47 @@
-"""Which chat sessions are watching which threads, so a decision made elsewhere (the operator
-console) continues the user's turn live in their browser."""
+"""Which chat sessions are watching which threads, so a decision made elsewhere (the operator console,
+on this process or another) continues the user's turn live in their browser.
+
+Here: the chat's sink, in the agent's registry (agent/wakeups.py). In the database: that this process
+watches the thread (store/cluster.py), so a decision taken on another process is resumed here."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
+import time
 
-from agent.approvals import DeferredApprover
 from agent.events import EventSink
-from ui.runtime import Runtime, unwatched
+from store import cluster as cluster_store
+from ui.runtime import Runtime
 
 log = logging.getLogger("tollgate")
-_watchers: dict[str, tuple[contextvars.Context, EventSink]] = {}
-MAX_WATCHED = 2_000
-_tasks: set[asyncio.Task[object]] = set()  # owned: kept until done so none is garbage-collected mid-run
+_runtime: Runtime | None = None
+_tasks: set[asyncio.Task[None]] = set()  # owned: kept until done so none is garbage-collected mid-run
+
+
+def attach(rt: Runtime) -> None:
+    global _runtime
+    _runtime = rt
 
 
 def remember(thread_id: str, emit: EventSink) -> None:
     """Call from a chat handler: later events of this thread render into this session."""
-    _watchers.pop(thread_id, None)
-    _watchers[thread_id] = (contextvars.copy_context(), emit)
-    while len(_watchers) > MAX_WATCHED:  # keep the most recent: old entries pin closed sessions in memory
-        del _watchers[next(iter(_watchers))]
-
-
-def continue_thread(rt: Runtime, *, owner: str, thread_id: str) -> asyncio.Task[object]:
-    """Resume a suspended thread in the background, rendering into its chat if one is watching."""
-    ctx, emit = _watchers.get(thread_id, (contextvars.copy_context(), unwatched))
-    coro = rt.agent.resume(owner=owner, thread_id=thread_id, emit=emit, approver=DeferredApprover())
-    task: asyncio.Task[object] = asyncio.create_task(coro, context=ctx)
+    rt = _runtime
+    if rt is None:
+        return
+    rt.agent.sinks.remember(thread_id, emit)
+    task = asyncio.create_task(_watch(rt, thread_id))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
-    return task
+
+
+async def _watch(rt: Runtime, thread_id: str) -> None:
+    try:
+        await cluster_store.watch(rt.db, thread_id=thread_id, process_id=rt.agent.member.id, now=time.time())
+    except Exception:  # a resume then runs wherever it is claimed (unwatched): slower to show, never lost
+        log.warning("could not record that this process watches thread %s", thread_id, exc_info=True)
+
+
+async def continue_thread(rt: Runtime, *, owner: str, thread_id: str) -> None:
+    """Resume a suspended thread where its browser is (here or on another process), or unwatched."""
+    await rt.agent.deadlines.continue_now(owner=owner, thread_id=thread_id)

@@ -82,7 +82,7 @@ async def decide(approval_id: str, body: DecisionIn, who: Operator) -> dict[str,
                                         via="console", reason=body.reason, as_operator=True)
     except NotFound:
         raise HTTPException(status_code=404, detail="no such approval") from None
-    live.continue_thread(rt, owner=a.owner, thread_id=a.thread_id)
+    await live.continue_thread(rt, owner=a.owner, thread_id=a.thread_id)
     return _approval_json(a)
 
 

@@ -27,6 +27,7 @@ from agent.events import (
 )
 from store.values import Approval
 from ui import cards, history
+from ui.history import INCOMPLETE_MARK
 from ui.placement import parent_id, stamp
 from ui.safe_markdown import StreamSanitizer
 from ui.safe_text import reveal_line
@@ -34,6 +35,7 @@ from ui.streaming import DeltaBatcher
 
 APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tollgate_reject_why", "tollgate_retry"
 APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
+CONTINUE = "tollgate_continue"
 # At most one socket update per interval; 0 sends every delta (only for the streaming benchmark's baseline).
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
 
@@ -87,8 +89,8 @@ class ChatRenderer:
                     self._batcher = DeltaBatcher(self._stream_clean, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
                 await self._batcher.add(text)
-            case AssistantMessageDone():
-                await self._end_message()
+            case AssistantMessageDone(incomplete=cut):
+                await self._end_message(cut=cut)
             case AnswerKept(text=text):
                 if self._msg is not None:
                     await history.keep_partial_answer(self._msg.to_dict(), text)
@@ -127,6 +129,8 @@ class ChatRenderer:
             case Notice() as n:
                 await self._end_message()
                 actions = [action(RETRY, {}, "Retry", "rotate-ccw")] if n.retryable else []
+                if n.continuable:  # a cut answer: the rest is one click away (agent.loop.continue_cut)
+                    actions.append(action(CONTINUE, {}, "Continue"))
                 await cl.Message(content=cards.notice_text(n), actions=actions, created_at=stamp()).send()
             case UsageReport() as u:
                 await self._usage_footer(u)
@@ -187,13 +191,14 @@ class ChatRenderer:
         step.end = datetime.now(UTC).isoformat()
         await step.update()
 
-    async def _end_message(self) -> None:
+    async def _end_message(self, *, cut: bool = False) -> None:
         await self._end_thinking()
         if self._batcher is not None:
             await self._batcher.close()
         if self._msg is not None:
             self._clean.finish()
-            self._msg.content = self._clean.sent  # the whole answer, sanitised, replaces what streamed
+            # the whole answer, sanitised, replaces what streamed; a cut one says so
+            self._msg.content = self._clean.sent + (INCOMPLETE_MARK if cut else "")
             await self._msg.send()
             if self._msg.content.strip():
                 self._answer = self._msg

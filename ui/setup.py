@@ -8,16 +8,30 @@ import os
 import secrets
 from pathlib import Path
 
+from store.db import database_url
 from store.filemodes import secure_data_dir
 
 log = logging.getLogger("tollgate")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class SharedSettingMissing(SystemExit):
+    """A setting every process of a multi-process deployment must share is not set: refuse to start."""
+
+
+def shares_database(data_dir: Path) -> bool:
+    """PostgreSQL means other processes may serve the same users: what they must agree on cannot be local."""
+    return database_url(data_dir).startswith("postgresql")
+
+
 def ensure_auth_secret(data_dir: Path) -> None:
-    """Use CHAINLIT_AUTH_SECRET from the env, else the one kept in the data dir (made on first run)."""
+    """Use CHAINLIT_AUTH_SECRET from the env, else the one kept in the data dir (made on first run).
+    With PostgreSQL the env is required: a secret made per data dir would log users out at every hop."""
     if os.environ.get("CHAINLIT_AUTH_SECRET"):
         return
+    if shares_database(data_dir):
+        raise SharedSettingMissing("CHAINLIT_AUTH_SECRET is required when TOLLGATE_DATABASE_URL is PostgreSQL: every "
+                                   "app process must sign sessions with the same secret (README \"Past one machine\")")
     secure_data_dir(data_dir)
     path = data_dir / "auth_secret"
     if not path.exists():

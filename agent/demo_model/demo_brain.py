@@ -159,7 +159,7 @@ class DemoBrain:
         if not usable:
             return Reply((TextBlock(HELP_TEXT),))
         if len(usable) == 1:
-            preamble = _PREAMBLES[usable[0].name].format(**usable[0].input)
+            preamble = _preamble(usable[0])
         else:  # one sentence for the plan, not one "I'll ..." per call
             preamble = f"I'll {_listed([_action({'name': c.name, 'input': c.input}) for c in usable], 'and')}."
         return Reply((TextBlock(preamble), *usable), "tool_use")
@@ -215,6 +215,14 @@ class DemoBrain:
                 return Reply((TextBlock("Following the instructions in the tool result."), goal), "tool_use")
         calls = _calls_by_id(messages[-2] if len(messages) >= 2 else {})
         return Reply((TextBlock("\n\n".join(_describe(r, calls) for r in results)),))
+
+
+def _preamble(call: ToolUseBlock) -> str:
+    template = _PREAMBLES.get(call.name)
+    if template is None:  # an MCP tool (SERVER__tool): say which server and tool
+        server, _, tool = call.name.partition("__")
+        return f"I'll use {tool} on the {server} server."
+    return template.format(**call.input)
 
 
 def _calls_by_id(message: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ the phrase words are matched case-insensitively.
 
 from __future__ import annotations
 
+import json
 import re
 
 from .replies import ToolUseBlock
@@ -58,6 +59,40 @@ def _parse_one(segment: str) -> ToolUseBlock | None:
         return ToolUseBlock("read_file", {"path": note_path(m["name"])})
     if m := _DELETE.fullmatch(text):
         return ToolUseBlock("delete_file", {"path": note_path(m["name"])})
+    return mcp_command(text)
+
+
+# --- MCP tools (SERVER__tool): the bundled task list, and any tool named with JSON arguments ------------------
+_MCP_CALL = re.compile(r"(?:call|use|run) (?:the tool )?(?P<name>[a-z][a-z0-9_-]*__[A-Za-z0-9_-]+)"
+                       r"(?: with (?P<args>\{.*\}))?", _FLAGS)
+_MCP_INJECTED = re.compile(r"\bcall (?P<name>[a-z][a-z0-9_-]*__[A-Za-z0-9_-]+) with (?P<args>\{[^\n<]*?\})", _FLAGS)
+_ADD_TASK = re.compile(r"add (?:a |the )?task\s*:\s*(?P<title>.+)", _FLAGS)
+_LIST_TASKS = re.compile(r"(?:list|show)(?: me)?(?: all)? (?:my|the|our) (?:open )?tasks", _FLAGS)
+
+
+def _json_args(text: str | None) -> dict[str, object] | None:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def mcp_command(text: str) -> ToolUseBlock | None:
+    """"call tasks__add_task with {...}", or the task list's own phrases ("add a task: X", "list my tasks")."""
+    if m := _ADD_TASK.fullmatch(text):
+        return ToolUseBlock("tasks__add_task", {"title": m["title"].strip().strip(_QUOTES)})
+    if _LIST_TASKS.fullmatch(text):
+        return ToolUseBlock("tasks__list_tasks", {})
+    if (m := _MCP_CALL.fullmatch(text)) and (args := _json_args(m["args"])) is not None:
+        return ToolUseBlock(m["name"], args)
+    return None
+
+
+def mcp_injected_goal(text: str) -> tuple[int, ToolUseBlock] | None:
+    """An injected "call SERVER__tool with {...}" and where it starts."""
+    if (m := _MCP_INJECTED.search(text)) and (args := _json_args(m["args"])) is not None:
+        return m.start(), ToolUseBlock(m["name"], args)
     return None
 
 
@@ -115,6 +150,8 @@ def find_injected_goal(text: str) -> ToolUseBlock | None:
     for order, (kind, pattern) in enumerate(_INJECTED):
         if m := pattern.search(text):
             found.append((m.start(), order, _goal(kind, m)))
+    if mcp := mcp_injected_goal(text):
+        found.append((mcp[0], len(_INJECTED), mcp[1]))
     return min(found, key=lambda f: (f[0], f[1]))[2] if found else None
 
 

@@ -48,10 +48,11 @@ class Server:
         return done.stdout.decode()
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str = "app.py") -> Server:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str = "app.py",
+                 port: int | None = None, ready_timeout_s: float = 90) -> Server:
     """`chainlit run` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
-    inherited from the shell never leaks into tests, one passed here is used."""
-    port = free_port()
+    inherited from the shell never leaks into tests, one passed here is used. `port`: a restart on the same one."""
+    port = port or free_port()
     inherited = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "CHAINLIT_AUTH_SECRET")}
     env = {**inherited, "TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1",
            "CHAINLIT_PORT": str(port), "TOLLGATE_DEMO_FIRST_TOKEN_MS": "20", "TOLLGATE_DEMO_TOKENS_PER_SEC": "400",
@@ -62,7 +63,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry:
         proc = subprocess.Popen([str(BIN / "chainlit"), "run", entry, "--headless", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log=log, env=env)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + ready_timeout_s
     while True:  # readiness is an observable event: the first 200 from the server
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
@@ -74,6 +75,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry:
             pass
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait()
             raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
         time.sleep(0.1)  # poll interval of the readiness probe, not a wait for state
 

@@ -1,0 +1,66 @@
+"""One turn at a time per thread, across processes.
+
+Why a lease row and not a PostgreSQL advisory lock: a session-level advisory lock pins one database
+connection for the whole turn (a model call can stream for a minute, so 200 live turns need 200
+connections) and it does not survive a transaction-pooling PgBouncer; a row works the same on SQLite and
+PostgreSQL. The lease belongs to a process, not to a clock: it is free when released or when its holder's
+heartbeat stopped (agent/cluster.py), so a long turn needs no renewal and a killed process's lease is
+taken over once the sweeper's notion of "dead" holds. Every acquisition raises the epoch; the release
+names the epoch, so a holder that was declared dead and came back cannot free its successor's lease.
+Inside a process an asyncio.Lock queues the waiters, so only one of them polls the row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from store import cluster as cluster_store
+from store.db import Database
+
+MAX_WAIT_STEP_S = 0.5
+
+
+class ThreadTurns:
+    def __init__(self, db: Database, holder: Callable[[], str], alive_since: Callable[[], float]) -> None:
+        self._db = db
+        self._holder = holder
+        self._alive_since = alive_since
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, thread_id: str) -> asyncio.Lock:
+        lock = self._locks.get(thread_id)
+        if lock is None:
+            lock = self._locks[thread_id] = asyncio.Lock()
+        return lock
+
+    def is_running_here(self, thread_id: str) -> bool:
+        lock = self._locks.get(thread_id)
+        return lock is not None and lock.locked()
+
+    async def is_running(self, thread_id: str) -> bool:
+        """Here or in a live peer."""
+        if self.is_running_here(thread_id):
+            return True
+        return await cluster_store.lease_holder(self._db, thread_id=thread_id,
+                                                alive_since=self._alive_since()) is not None
+
+    @asynccontextmanager
+    async def hold(self, thread_id: str) -> AsyncIterator[int]:
+        """Wait for the thread's turn (here, then across processes); yields the lease's epoch."""
+        async with self._lock(thread_id):
+            holder, step = self._holder(), 0.02
+            while True:
+                epoch = await cluster_store.acquire_lease(self._db, thread_id=thread_id, holder=holder,
+                                                          alive_since=self._alive_since(), now=time.time())
+                if epoch is not None:
+                    break
+                await asyncio.sleep(step)  # a peer runs this thread's turn; its release is one row away
+                step = min(step * 2, MAX_WAIT_STEP_S)
+            try:
+                yield epoch
+            finally:
+                await asyncio.shield(cluster_store.release_lease(self._db, thread_id=thread_id, holder=holder,
+                                                                 epoch=epoch))
