@@ -5,7 +5,7 @@ reached via ANTHROPIC_API_KEY + ANTHROPIC_BASE_URL); the chainlit server (fresh 
 raised by env, see LIMITS); this one, with N browserless python-socketio clients, one chainlit session and
 thread each, over 10 users. After a one-turn warm-up all N connect, then each sends 5 messages
 "[t:<tag>] list my files" (read-only tool, no approval; the model strips the tag): 2 model calls per turn.
-Turn wall = emit("client_message") → the usage line (new_message named "usage") here. Added = wall − the
+Turn wall = emit("client_message") → the usage footer (metadata "usage") here. Added = wall − the
 model's own time for that turn (Σ finished − started of its streams, matched by tag). Server CPU from
 /proc/<pid>/stat, loop-thread CPU and run-queue wait from its schedstat; RSS = VmRSS after warm-up vs the
 peak (100 ms samples). Loop stalls: ui/loop_monitor.py in the server (TOLLGATE_LOOP_LAG_FILE, started by app.py);
@@ -184,9 +184,10 @@ class Session:
         self.sio = socketio.AsyncClient(reconnection=False, request_timeout=120)
         self.usage_lines, self.changed = 0, asyncio.Event()
         self.sio.on("new_message", self._on_message)
+        self.sio.on("update_message", self._on_message)  # the usage line is the answer's footer (an update)
 
     async def _on_message(self, data: Any) -> None:
-        if isinstance(data, dict) and data.get("name") == "usage":
+        if isinstance(data, dict) and "usage" in (data.get("metadata") or {}):
             self.usage_lines += 1
             self.changed.set()
 

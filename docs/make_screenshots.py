@@ -38,17 +38,21 @@ def main() -> None:
             server.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = signed_in(browser, server.url, "alice", height=900)
-                send(page, "save a note called groceries: milk, eggs, bread")
-                page.get_by_role("button", name="Approve", exact=True).click()
-                expect(page.get_by_text("this answer $").first).to_be_visible(timeout=20_000)
+                notes = server.workspace("alice") / "notes"
+                notes.mkdir(parents=True, exist_ok=True)
+                (notes / "groceries.txt").write_text("milk, eggs, bread\n")
+                # Tall enough that the whole session shows: steps in place, the usage footer, a styled card.
+                page = signed_in(browser, server.url, "alice", height=1500)
                 send(page, "list my files and search for milk")
-                expect(page.get_by_text("this answer $").nth(1)).to_be_visible(timeout=20_000)
+                expect(page.get_by_text("this answer $").first).to_be_visible(timeout=20_000)
                 send(page, "save a note called todo: call the bank")
                 expect(page.get_by_role("button", name="Approve", exact=True)).to_be_visible(timeout=20_000)
+                page.mouse.move(550, 600)  # chainlit scrolls the newest question to the top: show the first turn too
+                page.mouse.wheel(0, -5000)
+                expect(page.locator("[data-step-type='user_message']").first).to_be_in_viewport()
                 page.screenshot(path=str(OUT / "screenshot-chat.png"), full_page=True)
                 page.get_by_role("button", name="Approve", exact=True).click()
-                expect(page.get_by_text("this answer $").nth(2)).to_be_visible(timeout=20_000)
+                expect(page.get_by_text("this answer $").nth(1)).to_be_visible(timeout=20_000)
                 send(page, "delete groceries")
                 expect(page.get_by_text("Waiting for an operator to decide.")).to_be_visible(timeout=20_000)
                 console = signed_in(browser, server.url, "olga", height=1000)

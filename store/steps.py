@@ -60,10 +60,13 @@ def _writes(fields: tuple[str, ...]) -> tuple[Insert, Update]:
 
 
 async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str, values: dict[str, Any],
-                      from_client: bool = False) -> bool:
+                      from_client: bool = False, at: float | None = None) -> bool:
     """Create or update a step, creating the owner's thread on first use (chainlit sends steps before
     any thread exists). False, and nothing written, if the thread belongs to someone else or was deleted;
-    LimitExceeded, and nothing written, over a size or thread limit."""
+    LimitExceeded, and nothing written, over a size or thread limit.
+
+    `at` is when the step was shown (its place in the history); without it, when it is first written. Writes
+    run as concurrent tasks, so the write time alone can swap two steps shown a moment apart."""
     _check_size(db, values, from_client=from_client)
     fields = tuple(k for k in _FIELDS if k in values)
     create, change = _writes(fields)
@@ -74,7 +77,7 @@ async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str,
             return False
         existing = conn.execute(_STEP_THREAD, {"p_id": step_id}).first()
         if existing is None:
-            conn.execute(create, {**params, "p_thread_id": thread_id, "p_seq": time.time()})
+            conn.execute(create, {**params, "p_thread_id": thread_id, "p_seq": time.time() if at is None else at})
         elif existing.thread_id != thread_id:
             raise NotFound("no such step")
         else:

@@ -71,6 +71,12 @@ def usage_line(u: UsageReport) -> str:
             f"today {u.today_usd} of {u.daily_limit_usd}")
 
 
+def usage_footer(line: str) -> str:
+    """The usage line under an answer: a rule, then the line in italics (public/tollgate.css makes a
+    message's closing `hr + p` small and grey)."""
+    return f"---\n\n*{line}*"
+
+
 def notice_text(n: Notice) -> str:
     icon = {"budget": "💸", "api_error": "⚠️", "refusal": "🚫", "max_tokens": "✂️", "call_cap": "🛑"}.get(n.kind, "ℹ️")
     return f"{icon} {sanitize(n.message)}"

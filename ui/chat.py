@@ -197,6 +197,7 @@ async def on_resume(thread: dict[str, Any]) -> None:
     if await thread_store.owner_of(rt.db, thread_id=thread_id) != owner:
         raise PermissionError("no such thread: it was deleted or is not yours")
     render = renderer(thread_id)
+    render.remember_cards(list(thread.get("steps") or []))
     await settings_panel.show(rt, owner)
     pending = await approval_store.pending_approvals(rt.db, owner=owner, thread_id=thread_id)
     # Chainlit replaces the message list with the stored history right after this handler returns,

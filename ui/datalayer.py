@@ -8,9 +8,12 @@ own author checks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from store.db import Database
 from store.limits import LimitExceeded
 from store.threads import NotFound
 from ui.client_steps import from_client
+from ui.placement import order_key
 from ui.runtime import Runtime
 from ui.safe_text import reveal_line
 
@@ -49,6 +53,24 @@ def _session_user() -> str | None:
 class StoreDataLayer(BaseDataLayer):
     def __init__(self, runtime: Callable[[], Awaitable[Runtime]]) -> None:
         self._runtime = runtime  # chainlit builds the layer synchronously; the store opens on first use
+        self._step_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def _in_order(self, step_id: str) -> AsyncIterator[None]:
+        """Chainlit writes each send and update of a step as its own task: without this, an answer's final
+        send could land after the update that adds its usage footer and erase it. asyncio.Lock is FIFO and
+        a task takes it before its first await, so writes of one step land in the order they were made."""
+        lock, users = self._step_locks.get(step_id, (asyncio.Lock(), 0))
+        self._step_locks[step_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._step_locks[step_id]
+            if users <= 1:
+                del self._step_locks[step_id]
+            else:
+                self._step_locks[step_id] = (lock, users - 1)
 
     async def _db(self) -> Database:
         return (await self._runtime()).db
@@ -138,10 +160,14 @@ class StoreDataLayer(BaseDataLayer):
 
     async def _write_step(self, s: dict[str, Any]) -> None:
         owner, thread_id = _session_user(), s.get("threadId")
-        if owner is None or not thread_id:
+        if owner is None or not thread_id or not isinstance(s.get("id"), str):
             return
         if s.get("type") == "run" and s.get("name") == "on_chat_start":
             return  # chainlit wraps on_chat_start in a step: storing it would create a thread per page opened
+        async with self._in_order(s["id"]):
+            await self._write_step_now(owner, thread_id, s)
+
+    async def _write_step_now(self, owner: str, thread_id: str, s: dict[str, Any]) -> None:
         values = {"name": s.get("name") or "", "type": s.get("type") or "", "parent_id": s.get("parentId"),
                   "input": _text(s.get("input")), "output": _text(s.get("output")),
                   "is_error": bool(s.get("isError")), "created_at": s.get("createdAt"), "start": s.get("start"),
@@ -149,7 +175,8 @@ class StoreDataLayer(BaseDataLayer):
                   "language": s.get("language"), "metadata_json": json.dumps(s.get("metadata") or {})}
         try:
             if not await step_store.upsert_step(await self._db(), owner=owner, thread_id=thread_id, step_id=s["id"],
-                                                values=values, from_client=from_client(s["id"])):
+                                                values=values, from_client=from_client(s["id"]),
+                                                at=order_key(s.get("createdAt"), time.time())):
                 log.warning("refused a write by %s to a thread owned by someone else or deleted", owner)
         except LimitExceeded as e:  # nothing was stored; the user is told why (threads: on_message tells)
             log.warning("refused a step by %s: %s", owner, e.message)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import chainlit as cl
-from chainlit.data import get_data_layer
 
 from agent.events import (
     AgentEvent,
@@ -26,8 +26,10 @@ from agent.events import (
     UsageReport,
 )
 from store.values import Approval
-from ui import cards
-from ui.safe_markdown import StreamSanitizer, sanitize
+from ui import cards, history
+from ui.history import INCOMPLETE_MARK
+from ui.placement import parent_id, stamp
+from ui.safe_markdown import StreamSanitizer
 from ui.safe_text import reveal_line
 from ui.streaming import DeltaBatcher
 
@@ -35,18 +37,21 @@ APPROVE, REJECT, REJECT_WHY, RETRY = "tollgate_approve", "tollgate_reject", "tol
 APPROVE_ALWAYS, STOP_ALWAYS = "tollgate_approve_always", "tollgate_stop_always"
 CONTINUE = "tollgate_continue"
 # At most one socket update per interval; 0 sends every delta (only for the streaming benchmark's baseline).
-INCOMPLETE_MARK = "\n\n*(incomplete: the answer was cut off here)*"
 STREAM_INTERVAL_S = float(os.environ.get("TOLLGATE_STREAM_INTERVAL_MS", "50")) / 1000
+
+
+def action(name: str, payload: dict[str, Any], label: str, icon: str | None = None) -> cl.Action:
+    """A button whose DOM id starts with its name, so public/tollgate.css can style it (primary, secondary)."""
+    return cl.Action(name=name, payload=payload, label=label, icon=icon, id=f"{name}-{uuid.uuid4()}")
 
 
 def approval_actions(approval_id: str, *, can_always: bool = False, can_approve: bool = True) -> list[cl.Action]:
     """The card's buttons: the owner can always reject; approving an operator-routed call is the operator's."""
     payload = {"approval_id": approval_id}
-    actions = [cl.Action(name=APPROVE, payload=payload, label="Approve")] if can_approve else []
-    actions += [cl.Action(name=REJECT, payload=payload, label="Reject"),
-                cl.Action(name=REJECT_WHY, payload=payload, label="Reject with reason…")]
+    actions = [action(APPROVE, payload, "Approve", "check")] if can_approve else []
+    actions += [action(REJECT, payload, "Reject", "x"), action(REJECT_WHY, payload, "Reject with reason…")]
     if can_always:
-        actions.append(cl.Action(name=APPROVE_ALWAYS, payload=payload, label="Approve always in this thread"))
+        actions.append(action(APPROVE_ALWAYS, payload, "Approve always in this thread"))
     return actions
 
 
@@ -60,7 +65,17 @@ class ChatRenderer:
         self._steps: dict[str, cl.Step] = {}
         self._thinking: tuple[int, cl.Step] | None = None  # the open thinking step and its block index
         self._think_clean = StreamSanitizer()  # thinking is model text: no image reaches the browser either
+        self._answer: cl.Message | None = None  # this turn's last answer: the usage line is its footer
+        self._stored_cards: dict[str, dict[str, Any]] = {}  # approval id -> its card in the stored history
         self.cards = cards if cards is not None else {}
+
+    def remember_cards(self, steps: list[dict[str, Any]]) -> None:
+        """A reopened thread's stored cards: a pending one is re-sent in its own place (same id), not
+        appended below the history as a second card."""
+        for s in steps:
+            approval_id = (s.get("metadata") or {}).get("approval_id")
+            if isinstance(approval_id, str):
+                self._stored_cards[approval_id] = s
 
     async def __call__(self, event: AgentEvent) -> None:
         match event:
@@ -68,8 +83,8 @@ class ChatRenderer:
                 await self._think(text, block)
             case TextDelta(text=text):
                 await self._end_thinking()
-                if self._msg is None:
-                    self._msg = cl.Message(content="")
+                if self._msg is None:  # stamped now: it is shown from its first token, so that is its place
+                    self._msg = cl.Message(content="", created_at=stamp())
                     self._clean = StreamSanitizer()
                     self._batcher = DeltaBatcher(self._stream_clean, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
@@ -77,16 +92,18 @@ class ChatRenderer:
             case AssistantMessageDone(incomplete=cut):
                 await self._end_message(cut=cut)
             case AnswerKept(text=text):
-                await self._keep_step(text)
+                if self._msg is not None:
+                    await history.keep_partial_answer(dict(self._msg.to_dict()), text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
                 await self._end_thinking()
-                step = cl.Step(name=reveal_line(name), type="tool", show_input="json")
+                step = placed(cl.Step(name=reveal_line(name), type="tool", show_input="json"))
                 step.input = cards.tool_input(args)
                 self._steps[tid] = step
                 await step.send()
             case ToolFinished(tool_use_id=tid, output=output, is_error=is_error):
-                step = self._steps.pop(tid, None)
-                if step is not None:
+                done_step = self._steps.pop(tid, None)
+                if done_step is not None:
+                    step = done_step
                     step.output = cards.display_output(output)
                     step.is_error = is_error
                     step.end = datetime.now(UTC).isoformat()
@@ -96,43 +113,54 @@ class ChatRenderer:
                 actions = approval_actions(a.id, can_always=req.can_always, can_approve=a.route == "user")
                 text = cards.card_text(a, thread_cost=cost, left_today=left, diff=self._preview(a),
                                        always_suspended=req.always_suspended)
-                card = cl.Message(content=text, actions=actions)
+                card = self._card(a.id, text, actions)
                 self.cards[a.id] = card
                 await card.send()
             case ApprovalResolved(approval=a):
-                card = self.cards.pop(a.id, None)
-                await resolve_card(card, cards.outcome_text(a))
+                resolved = self.cards.pop(a.id, None)
+                await resolve_card(resolved, cards.outcome_text(a))
                 if a.decided_via == "always":
-                    stop = cl.Action(name=STOP_ALWAYS, payload={"thread_id": a.thread_id, "tool": a.tool},
-                                     label=f"Stop auto-approving {a.tool}")
-                    await cl.Message(content=cards.always_on_text(a.tool), actions=[stop]).send()
+                    stop = action(STOP_ALWAYS, {"thread_id": a.thread_id, "tool": a.tool},
+                                  f"Stop auto-approving {a.tool}")
+                    await cl.Message(content=cards.always_on_text(a.tool), actions=[stop], created_at=stamp()).send()
             case ContextCompressed(messages_summarised=n, tokens_before=before, tokens_after=after):
                 await self._end_message()
-                async with cl.Step(name="context compressed", type="tool", show_input=False) as step:
+                async with placed(cl.Step(name="context compressed", type="tool", show_input=False)) as step:
                     step.output = cards.compression_text(n, before, after)
             case Notice() as n:
                 await self._end_message()
-                actions = [cl.Action(name=RETRY, payload={}, label="Retry")] if n.retryable else []
+                actions = [action(RETRY, {}, "Retry", "rotate-ccw")] if n.retryable else []
                 if n.continuable:  # a cut answer: the rest is one click away (agent.loop.continue_cut)
-                    actions.append(cl.Action(name=CONTINUE, payload={}, label="Continue"))
-                await cl.Message(content=cards.notice_text(n), actions=actions).send()
+                    actions.append(action(CONTINUE, {}, "Continue"))
+                await cl.Message(content=cards.notice_text(n), actions=actions, created_at=stamp()).send()
             case UsageReport() as u:
-                await cl.Message(content=cards.usage_line(u), author="usage").send()
+                await self._usage_footer(u)
             case TurnFinished():
                 await self._end_message()
             case _:
                 pass
 
-    async def _keep_step(self, text: str) -> None:
-        """The history keeps the answer as it streams (marked cut until it ends), so a page opened
-        after a crash shows what had arrived; the final send overwrites it."""
-        layer = get_data_layer()
-        if layer is None or self._msg is None:
+    def _card(self, approval_id: str, text: str, actions: list[cl.Action]) -> cl.Message:
+        """A new card is stamped now; one coming back after a reload keeps its stored id, place and parent."""
+        stored = self._stored_cards.pop(approval_id, None)
+        if stored is None:
+            return cl.Message(content=text, actions=actions, metadata={"approval_id": approval_id},
+                              created_at=stamp())
+        return cl.Message(content=text, actions=actions, metadata={"approval_id": approval_id}, id=stored["id"],
+                          parent_id=stored.get("parentId"), created_at=stored.get("createdAt") or stamp())
+
+    async def _usage_footer(self, u: UsageReport) -> None:
+        """The usage line closes the turn's answer as its footer (styled by public/tollgate.css); a turn
+        that showed no answer gets it as a line of its own."""
+        line = cards.usage_line(u)
+        answer = self._answer
+        if answer is None:
+            await cl.Message(content=cards.usage_footer(line), author="usage", created_at=stamp(),
+                             metadata={"usage": line}).send()
             return
-        step = self._msg.to_dict()
-        step["output"] = sanitize(text) + INCOMPLETE_MARK
-        step["createdAt"] = step.get("createdAt") or datetime.now(UTC).isoformat()
-        await layer.update_step(step)
+        answer.content = f"{answer.content}\n\n{cards.usage_footer(line)}"
+        answer.metadata = {**(answer.metadata or {}), "usage": line}
+        await answer.update()
 
     async def _stream_clean(self, chunk: str) -> None:
         """The browser appends deltas: send only sanitised text, never half an image (ui/safe_markdown.py)."""
@@ -145,7 +173,7 @@ class ChatRenderer:
         meanwhile) and placed where it happens: before the tool step its progress update leads to."""
         if self._thinking is None or self._thinking[0] != block:
             await self._end_message()  # the text so far stays above; the thinking goes after it
-            step = cl.Step(name="Thinking…", type="llm", show_input=False)
+            step = placed(cl.Step(name="Thinking…", type="llm", show_input=False))
             await step.send()
             self._thinking = (block, step)
             self._think_clean = StreamSanitizer()
@@ -173,12 +201,23 @@ class ChatRenderer:
             # the whole answer, sanitised, replaces what streamed; a cut one says so
             self._msg.content = self._clean.sent + (INCOMPLETE_MARK if cut else "")
             await self._msg.send()
+            if self._msg.content.strip():
+                self._answer = self._msg
         self._msg, self._batcher = None, None
+
+
+def placed(step: cl.Step) -> cl.Step:
+    """A step sits where it happens: under the same parent as the messages around it (chainlit gives a
+    message the current run step, a bare `cl.Step` none, and the history puts parentless steps after the
+    whole turn), stamped strictly after everything shown before it."""
+    step.parent_id = parent_id()
+    step.created_at = stamp()
+    return step
 
 
 async def resolve_card(card: Any, text: str) -> None:
     if card is None:
-        await cl.Message(content=text).send()
+        await cl.Message(content=text, created_at=stamp()).send()
         return
     await card.remove_actions()
     card.actions = []
