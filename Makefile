@@ -14,12 +14,18 @@ $(BIN)/python:
 $(BIN)/uv: $(BIN)/python
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
-# Installs exactly what requirements.lock pins, then the project itself (editable, no deps).
+# Installs exactly what requirements.lock pins (runtime only, hash-checked), then the project itself
+# (editable, no deps). `make run` needs nothing more; `make test` adds the dev lock on top.
 $(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --require-hashes --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@# The environment may set PYTHONDONTWRITEBYTECODE: compile once here, or every start recompiles (~3x slower).
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib agent tools store ui app.py cli.py >/dev/null || true
+	touch $@
+
+# Test and lint tools, pinned with hashes; the runtime pins above are its constraints, so nothing shifts.
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock
+	$(BIN)/uv pip install --quiet --require-hashes --python $(BIN)/python -r requirements-dev.lock
 	touch $@
 
 # Debian's chromium for the browser tests: Playwright drives it; it never downloads a browser of its own.
@@ -43,7 +49,7 @@ postgres:
 
 # Several processes on one machine (README "Past one machine"): a PostgreSQL cluster kept in data/cluster,
 # one shared demo model, 2 app processes and haproxy on $(PORT) with cookie stickiness. Ctrl-C stops all.
-cluster: $(VENV)/.installed haproxy postgres
+cluster: $(VENV)/.dev-installed haproxy postgres  # the launcher lives in tests/ (tests/cluster.py)
 	$(BIN)/python -m tests.cluster --apps 2 --port $(PORT) --dir data/cluster
 
 # The bundled MCP example (a SQLite task list, examples/mcp.toml) starts with the app; override or set it empty.
@@ -53,19 +59,22 @@ run: $(VENV)/.installed
 	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
 	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed browser haproxy postgres
+test: $(VENV)/.dev-installed browser haproxy postgres
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# Two locks with hashes: the runtime (what `make run` installs) and the dev tools constrained by it.
 lock: $(BIN)/uv
-	$(BIN)/uv pip compile --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes --extra dev -c requirements.lock \
+	  pyproject.toml -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
