@@ -114,6 +114,8 @@ HAPROXY_CFG = """global
 defaults
     mode http
     timeout connect 5s
+    # A busy process is not a dead one: a check may take 5 s, and three must fail (kill -9 refuses at once).
+    timeout check 5s
     timeout client 1h
     timeout server 1h
     timeout tunnel 1h
@@ -137,7 +139,7 @@ class Haproxy:
 
     @classmethod
     def start(cls, base: Path, port: int, apps: dict[str, int]) -> Haproxy:
-        servers = "\n".join(f"    server {name} 127.0.0.1:{p} check inter 500ms fall 2 rise 2 cookie {name}"
+        servers = "\n".join(f"    server {name} 127.0.0.1:{p} check inter 1s fall 3 rise 2 cookie {name}"
                             for name, p in apps.items())
         cfg = base / "haproxy.cfg"
         cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))

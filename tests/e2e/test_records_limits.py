@@ -134,7 +134,7 @@ async def test_a_deleted_thread_is_gone_for_its_owner_and_kept_for_operators(ser
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.post("/login", data={"username": olga, "password": PASSWORD})
         http.cookies.set("access_token", r.cookies["access_token"])
-        audit = (await http.get("/operator/api/audit", params={"user": "alice"})).json()
+        audit = (await http.get("/operator/api/audit", params={"user": "alice"})).json()["rows"]
         [row] = [a for a in audit if a["id"] == approval_id]
         assert row["status"] == "approved" and row["thread_deleted"] is True
         trace = (await http.get(f"/operator/api/thread/{thread}/trace")).json()
