@@ -77,7 +77,9 @@ def reopened(page: Page, url: str, answers: int) -> list[str]:
 
 
 BATCH = ("user:list my files and search for milk", "text:I'll list your files and search",
-         "step:list_files", "step:search_files", "text:You have no files yet")
+         "step:list_files", "step:search_files",
+         # the answer that used the results (another test of this module's server may have given alice files)
+         "text:(You have no files yet|Here are your files)")
 
 
 def test_a_parallel_batch_sits_between_its_announcement_and_the_answer(ordered: Server, browser: Browser) -> None:
@@ -86,7 +88,8 @@ def test_a_parallel_batch_sits_between_its_announcement_and_the_answer(ordered: 
     wait_for_answers(page, 1)
     live = dom_order(page)
     assert_in_order(live, *BATCH)
-    assert live[-1].startswith("text:You have no files yet"), live  # the thinking before it sits above it
+    # the thinking before the answer sits above it
+    assert re.match(r"text:(You have no files yet|Here are your files)", live[-1]), live
     assert USAGE.search(live[-1]), live  # the usage line is the answer's footer, not a message of its own
     url = thread_url(page)
     page.reload()
