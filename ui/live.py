@@ -41,7 +41,3 @@ async def _watch(rt: Runtime, thread_id: str) -> None:
     except Exception:  # a resume then runs wherever it is claimed (unwatched): slower to show, never lost
         log.warning("could not record that this process watches thread %s", thread_id, exc_info=True)
 
-
-async def continue_thread(rt: Runtime, *, owner: str, thread_id: str) -> None:
-    """Resume a suspended thread where its browser is (here or on another process), or unwatched."""
-    await rt.agent.deadlines.continue_now(owner=owner, thread_id=thread_id)
