@@ -9,6 +9,7 @@ from typing import Any
 from agent.budget import Budget
 from agent.config import Settings
 from agent.model import ModelClient
+from agent.partial import AnswerHistory
 from agent.trace import NULL_TRACE, TraceLog
 from store.db import Database
 from tools import FetchPolicy, Tool, ToolRegistry
@@ -24,3 +25,5 @@ class AgentDeps:
     route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
     trace: TraceLog = NULL_TRACE
+    # The chat's history (ui/history.py): the agent keeps a streaming, cut or stopped answer there itself.
+    history: AnswerHistory | None = None

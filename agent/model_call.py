@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from typing import Any
 
 from agent.budget import BudgetExceeded, Reservation
 from agent.compress import STALE_THINKING, ModelContext
+from agent.context import ModelRequest
 from agent.deps import AgentDeps
 from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, TextDelta, ThinkingDelta
-from agent.model import ModelError, StreamProgress
+from agent.model import ModelError, ModelResult, StreamProgress
 from agent.partial import PartialAnswer
 from agent.steps import Finished, NextCall, NextStep, Stopped
 from agent.thread_model import for_thread
@@ -45,11 +48,12 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
         return Stopped("budget")
     progress = StreamProgress()
     answer = PartialAnswer(d.db, owner=owner, thread_id=thread_id, interval_s=s.partial_save_interval_s,
-                           on_kept=lambda text: safe_emit(emit, AnswerKept(text)))
+                           on_kept=lambda text: safe_emit(emit, AnswerKept(text)), answer_id=uuid.uuid4().hex,
+                           history=d.history)
 
     async def on_text(delta: str) -> None:
         answer.add(delta)
-        await safe_emit(emit, TextDelta(delta))
+        await safe_emit(emit, TextDelta(delta, answer.answer_id))
 
     async def on_thinking(block: int, delta: str) -> None:
         await safe_emit(emit, ThinkingDelta(delta, block))
@@ -79,10 +83,30 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
     except asyncio.CancelledError:  # the user pressed stop: keep what arrived, charge what was reported
         await asyncio.shield(_on_cancel(deps, reservation, answer, progress))
         raise
+    # The answer has arrived: a stop pressed now still settles and stores it (the turn then ends cancelled).
+    recording = asyncio.ensure_future(_record(deps, context, owner, thread_id, messages, turn, choice.model,
+                                              request, reservation, answer, result))
+    try:
+        content, cut = await asyncio.shield(recording)
+    except asyncio.CancelledError:
+        await recording
+        raise
+    text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+    await safe_emit(emit, AssistantMessageDone(text=text, incomplete=cut))
+    return NextCall() if result.stop_reason in ("tool_use", "pause_turn") else Finished(result.stop_reason)
+
+
+async def _record(deps: AgentDeps, context: ModelContext, owner: str, thread_id: str,
+                  messages: list[StoredMessage], turn: Turn, model: str, request: ModelRequest,
+                  reservation: Reservation, answer: PartialAnswer,
+                  result: ModelResult) -> tuple[list[dict[str, Any]], bool]:
+    """Settle the call and store its answer (in place of the kept partial, if any); the content and whether
+    the answer was cut."""
+    d, s = deps, deps.settings
     cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                  ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
     turn.cost_nano += cost
-    trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, result.usage, cost,
+    trace_model_call(d.trace, owner, thread_id, turn.id, model, result.usage, cost,
                      stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
                      retries=result.retries, error=None)
     context.observe(thread_id, request, result.usage)  # counts and logs cache breaks
@@ -100,9 +124,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
         content = [{"type": "text", "text": "(no answer)"}]
     seq = await answer.finish(content)  # replaces the partial row kept while streaming, if any
     messages.append(StoredMessage(seq=seq, role="assistant", content=content, incomplete=False, created_at=time.time()))
-    text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-    await safe_emit(emit, AssistantMessageDone(text=text, incomplete=cut))
-    return NextCall() if result.stop_reason in ("tool_use", "pause_turn") else Finished(result.stop_reason)
+    return content, cut
 
 
 async def _on_cancel(deps: AgentDeps, reservation: Reservation, answer: PartialAnswer,

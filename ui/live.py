@@ -12,6 +12,7 @@ import time
 
 from agent.events import EventSink
 from store import cluster as cluster_store
+from ui.history import ChatHistory
 from ui.runtime import Runtime
 
 log = logging.getLogger("tollgate")
@@ -22,6 +23,8 @@ _tasks: set[asyncio.Task[None]] = set()  # owned: kept until done so none is gar
 def attach(rt: Runtime) -> None:
     global _runtime
     _runtime = rt
+    # The agent keeps streaming, cut and stopped answers in the chat's history itself (agent/partial.py).
+    rt.agent.deps.history = ChatHistory(rt.db)
 
 
 def remember(thread_id: str, emit: EventSink) -> None:
