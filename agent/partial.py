@@ -16,14 +16,16 @@ from typing import Any
 
 from store import threads as thread_store
 from store.db import Database
+from store.fencing import Fence
 
 log = logging.getLogger("tollgate.agent")
 
 
 class PartialAnswer:
     def __init__(self, db: Database, *, owner: str, thread_id: str, interval_s: float,
-                 on_kept: Callable[[str], Awaitable[None]]) -> None:
+                 on_kept: Callable[[str], Awaitable[None]], fence: Fence | None = None) -> None:
         self._db, self._owner, self._thread_id = db, owner, thread_id
+        self._fence = fence  # the turn's lease: a former holder's answer is not stored (store/fencing.py)
         self._on_kept = on_kept
         self._interval = interval_s
         self._text: list[str] = []
@@ -44,7 +46,7 @@ class PartialAnswer:
             return
         try:
             self.seq = await thread_store.keep_partial(self._db, owner=self._owner, thread_id=self._thread_id,
-                                                       text=text, seq=self.seq)
+                                                       text=text, seq=self.seq, fence=self._fence)
         except Exception:  # the final write still happens (and raises); only crash-durability is lost
             log.exception("could not keep the streaming answer of thread %s", self._thread_id)
         else:
@@ -62,9 +64,10 @@ class PartialAnswer:
         await self.settle()
         if self.seq is None:
             return await thread_store.append_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                                     role="assistant", content=content, incomplete=incomplete)
+                                                     role="assistant", content=content, incomplete=incomplete,
+                                                     fence=self._fence)
         await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                          seq=self.seq, content=content, incomplete=incomplete)
+                                          seq=self.seq, content=content, incomplete=incomplete, fence=self._fence)
         return self.seq
 
     async def keep_cut(self, text: str) -> None:
