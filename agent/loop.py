@@ -398,5 +398,8 @@ class Agent:
         partial = "".join(progress.text)
         await self.deps.budget.release(reservation, with_streamed_output(progress.usage, partial),
                                        error="cancelled by the user", latency_ms=0.0)
-        await answer.keep_cut(partial)
+        try:
+            await answer.keep_cut(partial)
+        except LeaseLost:  # the turn is being cancelled anyway: the cancellation goes on, not this
+            log.warning("thread lease taken over: the stopped answer's text was not kept")
 
