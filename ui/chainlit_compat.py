@@ -126,3 +126,31 @@ def after_resumed_history(send: Callable[[], Awaitable[None]]) -> None:
         await send()
 
     emitter.resume_thread = history_then  # type: ignore[method-assign]
+
+
+def resume_thread_asked_on_a_restored_session() -> None:
+    """A socket that reconnects an untouched session and names a thread resumes that thread.
+
+    The thread page connects once when the config loads and again, same session id, once it knows the thread
+    id. When the thread-less socket reaches the server first, chainlit 2.12 restores that session on the
+    second connect and ignores its `threadId`: `connection_successful` runs on_chat_start for a restored
+    session and never resumes (chainlit/socket.py), so the page waits forever. Chainlit has already refused
+    the connect when the thread is another user's. Relies on the handler `sio.handlers["/"]["connect"]` and
+    the session fields `restored`, `has_first_interaction`, `thread_id_to_resume`; tests/test_chainlit_compat.py
+    fails loudly if they move."""
+    from chainlit.server import sio
+    from chainlit.session import WebsocketSession
+
+    handlers = sio.handlers["/"]
+    original = handlers["connect"]
+
+    async def connect(sid: str, environ: Any, auth: Any) -> Any:
+        accepted = await original(sid, environ, auth)
+        thread_id = auth.get("threadId") if isinstance(auth, dict) else None
+        session = WebsocketSession.get(sid) if accepted and thread_id else None
+        if session is not None and session.restored and not session.has_first_interaction:
+            session.thread_id_to_resume = session.thread_id = str(thread_id)
+            session.restored = False  # nothing happened in it: resume as a fresh session would
+        return accepted
+
+    handlers["connect"] = connect
