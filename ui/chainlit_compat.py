@@ -38,9 +38,10 @@ def drop_constructor_sleep() -> None:
         setattr(importlib.import_module(name), "time", _TimeWithoutSleep())  # noqa: B010 (a module global, by name)
 
 
-async def disconnect_sockets_of(user: str) -> int:
+async def disconnect_sockets_of(user: str, issued_before: Callable[[str | None], bool] | None = None) -> int:
     """Close every open chat socket of `user`: after logout, a socket opened earlier with a copied cookie
     must not keep chatting (the handshake checks revocation; a live socket is never asked again).
+    `issued_before(token)`: close only the sockets whose login token it accepts (default: every one).
 
     The one place that reads chainlit's socket registry (`chainlit.session.ws_sessions_sid`, 2.12);
     tests/test_chainlit_compat.py fails loudly if an upgrade moves it."""
@@ -48,7 +49,8 @@ async def disconnect_sockets_of(user: str) -> int:
     from chainlit.session import ws_sessions_sid
 
     sids = [sid for sid, session in list(ws_sessions_sid.items())
-            if session.user is not None and session.user.identifier == user]
+            if session.user is not None and session.user.identifier == user
+            and (issued_before is None or issued_before(session.token))]
     for sid in sids:
         await sio.disconnect(sid)
     return len(sids)
