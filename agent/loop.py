@@ -10,6 +10,7 @@ tools or a guard (budget, call cap, refusal, error) stops the turn.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -31,10 +32,12 @@ from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store import threads as thread_store
 from store import usage as usage_store
+from store.fencing import LeaseLost
 from store.values import StoredMessage
 from tools import ToolContext, Workspace
 
 __all__ = ["Agent", "AgentDeps"]
+log = logging.getLogger("tollgate.agent")
 
 
 class Agent:
@@ -163,7 +166,8 @@ class Agent:
             tool_timeout_s=d.settings.tool_timeout_s, result_max_chars=d.settings.tool_result_max_chars,
             route_for=d.route_for, card_costs=lambda: self._card_costs(owner, thread_id), trace=d.trace,
             turn_id=turn.id, user_texts=egress.user_texts(messages),
-            history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools))
+            history_tainted=egress.results_in_history(messages, trusted_tools=self._trusted_tools),
+            fence=self.turns.fence(thread_id))
         match await run_tool_uses(batch, unresolved_tool_uses(messages), superseded_by_user=superseded):
             case Suspended(until=until) as suspended:
                 self.sinks.remember(thread_id, emit)  # the deadline's resume renders where this turn did
@@ -178,7 +182,7 @@ class Agent:
         """Store a message and add it to the turn's copy of the thread (the turn holds the thread's lock,
         so nothing else appends: no reload per model call)."""
         seq = await thread_store.append_message(self.deps.db, owner=owner, thread_id=thread_id, role=role,
-                                                content=content)
+                                                content=content, fence=self.turns.fence(thread_id))
         messages.append(StoredMessage(seq=seq, role=role, content=content, incomplete=False, created_at=time.time()))
 
     async def _card_costs(self, owner: str, thread_id: str) -> tuple[str, str]:
@@ -187,9 +191,19 @@ class Agent:
 
     async def _drive(self, owner: str, thread_id: str, emit: EventSink, turn: Turn,
                      messages: list[StoredMessage]) -> TurnFinished:
-        step = await self._next_step(owner, thread_id, messages, emit, turn)
-        while isinstance(step, NextCall):
+        try:
             step = await self._next_step(owner, thread_id, messages, emit, turn)
+            while isinstance(step, NextCall):
+                step = await self._next_step(owner, thread_id, messages, emit, turn)
+        except (LeaseLost, ExceptionGroup) as e:  # a batch's tools run in a TaskGroup
+            if not isinstance(e, LeaseLost) and not e.subgroup(LeaseLost):
+                raise
+            # This process stalled past dead_after_s and a peer took the thread over: it stops, writing nothing.
+            log.warning("thread %s: lease taken over by another process; this turn stopped", thread_id)
+            turn.notices.append(Notice("info", "Another server process took this conversation over while this one "
+                                               "was stalled; this answer stopped here. Reload to see the "
+                                               "conversation as stored."))
+            step = Stopped("lease_lost")
         match step:
             case Suspended():
                 turn.stop_reason = "awaiting_approval"
@@ -218,4 +232,4 @@ class Agent:
                                                    "(the per-message cap). Send another message to go on."))
             return Stopped("call_cap")
         return await call_model(self.deps, self.context, owner=owner, thread_id=thread_id, messages=messages,
-                                emit=emit, turn=turn)
+                                emit=emit, turn=turn, fence=self.turns.fence(thread_id))

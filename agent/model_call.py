@@ -7,6 +7,7 @@ rendered (agent/partial.py), and charges what was reported or streamed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -22,14 +23,17 @@ from agent.steps import Finished, NextCall, NextStep, Stopped
 from agent.thread_model import for_thread
 from agent.trace import trace_model_call
 from agent.turn import CUT_STOPS, Turn, add_usage, safe_emit, stop_notice, with_streamed_output
+from store.fencing import Fence, LeaseLost
 from store.usage import TokenUsage
 from store.values import StoredMessage
 
+log = logging.getLogger("tollgate.agent")
 
 async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thread_id: str,
-                     messages: list[StoredMessage], emit: EventSink, turn: Turn,
+                     messages: list[StoredMessage], emit: EventSink, turn: Turn, fence: Fence | None = None,
                      retry_stale: bool = True) -> NextStep:
-    """One model call with its reservation; stores the answer. NextCall when the model asked for tools."""
+    """One model call with its reservation; stores the answer. NextCall when the model asked for tools.
+    `fence`: the turn's lease; the answer is not stored once another process holds the thread."""
     d, s = deps, deps.settings
     choice = await for_thread(d.db, s, thread_id=thread_id)
     # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
@@ -49,7 +53,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
     progress = StreamProgress()
     answer = PartialAnswer(d.db, owner=owner, thread_id=thread_id, interval_s=s.partial_save_interval_s,
                            on_kept=lambda text: safe_emit(emit, AnswerKept(text)), answer_id=uuid.uuid4().hex,
-                           history=d.history)
+                           history=d.history, fence=fence)
 
     async def on_text(delta: str) -> None:
         answer.add(delta)
@@ -68,7 +72,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
                 and context.drop_stale_thinking(thread_id, messages):
             await d.budget.release(reservation, TokenUsage(), error=e.message, latency_ms=e.latency_ms)
             return await call_model(deps, context, owner=owner, thread_id=thread_id, messages=messages, emit=emit,
-                                    turn=turn, retry_stale=False)
+                                    turn=turn, fence=fence, retry_stale=False)
         used = with_streamed_output(e.partial_usage, e.partial_text)
         cost = await d.budget.release(reservation, used, error=e.message, latency_ms=e.latency_ms)
         turn.cost_nano += cost
@@ -132,4 +136,7 @@ async def _on_cancel(deps: AgentDeps, reservation: Reservation, answer: PartialA
     partial = "".join(progress.text)
     await deps.budget.release(reservation, with_streamed_output(progress.usage, partial),
                               error="cancelled by the user", latency_ms=0.0)
-    await answer.keep_cut(partial)
+    try:
+        await answer.keep_cut(partial)
+    except LeaseLost:  # the turn is being cancelled anyway: the cancellation goes on, not this
+        log.warning("thread lease taken over: the stopped answer's text was not kept")

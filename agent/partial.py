@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from store import threads as thread_store
 from store.db import Database
+from store.fencing import Fence
 
 log = logging.getLogger("tollgate.agent")
 
@@ -36,8 +37,9 @@ class AnswerHistory(Protocol):
 class PartialAnswer:
     def __init__(self, db: Database, *, owner: str, thread_id: str, interval_s: float,
                  on_kept: Callable[[str], Awaitable[None]], answer_id: str = "",
-                 history: AnswerHistory | None = None) -> None:
+                 history: AnswerHistory | None = None, fence: Fence | None = None) -> None:
         self._db, self._owner, self._thread_id = db, owner, thread_id
+        self._fence = fence  # the turn's lease: a former holder's answer is not stored (store/fencing.py)
         self._on_kept = on_kept
         self.answer_id, self._history = answer_id, history
         self._started_at: float | None = None
@@ -63,7 +65,7 @@ class PartialAnswer:
             return
         try:
             self.seq = await thread_store.keep_partial(self._db, owner=self._owner, thread_id=self._thread_id,
-                                                       text=text, seq=self.seq)
+                                                       text=text, seq=self.seq, fence=self._fence)
         except Exception:  # the final write still happens (and raises); only crash-durability is lost
             log.exception("could not keep the streaming answer of thread %s", self._thread_id)
         else:
@@ -82,11 +84,12 @@ class PartialAnswer:
         await self.settle()
         if self.seq is None:
             seq = await thread_store.append_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                                    role="assistant", content=content, incomplete=incomplete)
+                                                    role="assistant", content=content, incomplete=incomplete,
+                                                    fence=self._fence)
         else:
             seq = self.seq
             await thread_store.finish_message(self._db, owner=self._owner, thread_id=self._thread_id,
-                                              seq=seq, content=content, incomplete=incomplete)
+                                              seq=seq, content=content, incomplete=incomplete, fence=self._fence)
         if incomplete or self._shown:
             text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
             await self._show(text, complete=not incomplete)
