@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,14 @@ class AgentDeps:
     route_for: Callable[[Tool, dict[str, Any]], str] = lambda tool, args: "user"
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
     trace: TraceLog = NULL_TRACE
+    # Tools of one user alone (servers they connected themselves, tools/mcp/user_servers.py): listed and callable
+    # only in that user's turns, never in `registry`, which every user shares.
+    user_tools: Callable[[str], Sequence[Tool]] = lambda owner: ()
+
+    def registry_for(self, owner: str) -> ToolRegistry:
+        """The shared registry itself for a user without tools of their own: the same tools block, byte for byte."""
+        own = [t for t in self.user_tools(owner) if t.name not in self.registry]  # the shared name wins
+        return ToolRegistry([*self.registry, *own]) if own else self.registry
 
 
 class Agent:
@@ -233,7 +241,7 @@ class Agent:
         """Run and record results for the open tool calls; the turn's next step."""
         d = self.deps
         batch = ToolBatch(
-            db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
+            db=d.db, owner=owner, thread_id=thread_id, registry=d.registry_for(owner),
             ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id,
                             fetch_policy=d.fetch_policy),
             decide=self.decide, emit=lambda e: safe_emit(emit, e), approval_timeout_s=d.settings.approval_timeout_s,
@@ -305,7 +313,7 @@ class Agent:
         # (and the prompt's size from the free count_tokens endpoint, for the reservation)
         request, summary_cost, prompt_tokens = await self.context.prepare(
             owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
-            tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
+            tools=d.registry_for(owner).api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
         turn.cost_nano += summary_cost
         # --- end context ---
         try:
