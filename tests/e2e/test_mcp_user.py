@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
 
-from tests.e2e.conftest import PASSWORD, Server, login, start_server, stop_server
+from tests.e2e.conftest import PASSWORD, Server, start_server, stop_server
 from tests.e2e.test_isolation import APPROVAL_ID, Chat
 from tests.mcp_servers.harness import HttpProbe, start_http_probe
 
@@ -124,19 +123,6 @@ def test_operators_see_each_servers_state_and_others_get_403(on_server: Server) 
     assert found["config_error"] is None and found["user_servers"]["enabled"] is True
     log = on_server.log.read_text()
     assert "MCP server ghost is unavailable" in log
-
-
-@pytest.mark.browser
-def test_the_console_shows_each_servers_state(on_server: Server, browser: Browser) -> None:
-    page = login(browser, on_server.url, "olga")
-    page.goto(on_server.url + "/operator#mcp")
-    rows = page.locator("#mcp-rows tr")
-    expect(rows.filter(has_text="ghost")).to_contain_text("reconnecting")
-    expect(rows.filter(has_text="ghost")).to_contain_text("No such file or directory")
-    expect(rows.filter(has_text="good")).to_contain_text("connected")
-    expect(page.locator("#mcp-summary")).to_contain_text("users' own servers on")
-    expect(page.locator("#mcp-error")).to_be_hidden()
-    page.context.close()
 
 
 @pytest.fixture(scope="module")
