@@ -50,7 +50,7 @@ postgres:
 # Several processes on one machine (README "Past one machine"): a PostgreSQL cluster kept in data/cluster,
 # one shared demo model, 2 app processes and haproxy on $(PORT) with cookie stickiness. Ctrl-C stops all.
 cluster: $(VENV)/.dev-installed haproxy postgres  # the launcher lives in tests/ (tests/cluster.py)
-	$(BIN)/python -m tests.cluster --apps 2 --port $(PORT) --dir data/cluster
+	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) $(BIN)/python -m tests.cluster --apps 2 --port $(PORT) --dir data/cluster
 
 # The bundled MCP example (a SQLite task list, examples/mcp.toml) starts with the app; override or set it empty.
 TOLLGATE_MCP_CONFIG ?= examples/mcp.toml

@@ -12,11 +12,13 @@ ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
 
 import chainlit as cl  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
+from chainlit.mcp import McpConnection  # noqa: E402
 from chainlit.server import app as chainlit_app  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 from fastapi import Request, Response  # noqa: E402
+from mcp import ClientSession  # noqa: E402
 
-from ui import chat, client_steps, loop_monitor, operator, operator_page, security_headers  # noqa: E402
+from ui import chat, client_steps, loop_monitor, operator, operator_page, security_headers, user_mcp  # noqa: E402
 from ui.chainlit_compat import drop_constructor_sleep, resume_thread_asked_on_a_restored_session  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.doors import guard_doors  # noqa: E402
@@ -119,3 +121,13 @@ async def retry(action: cl.Action) -> None:
 @cl.action_callback(CONTINUE)
 async def continue_cut(action: cl.Action) -> None:
     await chat.on_continue(action)
+
+
+@cl.on_mcp_connect
+async def mcp_connect(connection: McpConnection, session: ClientSession) -> None:
+    await user_mcp.on_connect(connection, session)  # only when TOLLGATE_USER_MCP=on; HTTP only; this user alone
+
+
+@cl.on_mcp_disconnect
+async def mcp_disconnect(name: str, session: ClientSession) -> None:
+    await user_mcp.on_disconnect(name, session)

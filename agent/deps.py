@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,3 +27,11 @@ class AgentDeps:
     trace: TraceLog = NULL_TRACE
     # The chat's history (ui/history.py): the agent keeps a streaming, cut or stopped answer there itself.
     history: AnswerHistory | None = None
+    # Tools of one user alone (servers they connected themselves, tools/mcp/user_servers.py): listed and callable
+    # only in that user's turns, never in `registry`, which every user shares.
+    user_tools: Callable[[str], Sequence[Tool]] = lambda owner: ()
+
+    def registry_for(self, owner: str) -> ToolRegistry:
+        """The shared registry itself for a user without tools of their own: the same tools block, byte for byte."""
+        own = [t for t in self.user_tools(owner) if t.name not in self.registry]  # the shared name wins
+        return ToolRegistry([*self.registry, *own]) if own else self.registry

@@ -159,7 +159,7 @@ class Agent:
         """Run and record results for the open tool calls; the turn's next step."""
         d = self.deps
         batch = ToolBatch(
-            db=d.db, owner=owner, thread_id=thread_id, registry=d.registry,
+            db=d.db, owner=owner, thread_id=thread_id, registry=d.registry_for(owner),
             ctx=ToolContext(workspace=self.workspace_for(owner), user=owner, thread_id=thread_id,
                             fetch_policy=d.fetch_policy),
             decide=self.decide, emit=lambda e: safe_emit(emit, e), approval_timeout_s=d.settings.approval_timeout_s,

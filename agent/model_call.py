@@ -40,7 +40,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
     # (and the prompt's size from the free count_tokens endpoint, for the reservation)
     request, summary_cost, prompt_tokens = await context.prepare(
         owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
-        tools=d.registry.api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
+        tools=d.registry_for(owner).api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
     turn.cost_nano += summary_cost
     # --- end context ---
     try:

@@ -287,7 +287,9 @@ def main() -> None:
     with running(base, apps=args.apps, port=args.port, keep_pg=args.dir is not None) as cluster:
         cluster.cli("users", "ensure-demo")
         print(f"Tollgate on {cluster.url} (haproxy) -> " + ", ".join(f"{n}: {s.url}" for n, s in cluster.apps.items()),
-              f"\nPostgreSQL {cluster.pg.libpq}; demo model {cluster.model_url}; state in {base}\nCtrl-C stops all.",
+              f"\nPostgreSQL {cluster.pg.libpq}; demo model {cluster.model_url}; state in {base}"
+              f"\nMCP servers: {os.environ.get('TOLLGATE_MCP_CONFIG') or 'none (TOLLGATE_MCP_CONFIG unset)'}"
+              "\nCtrl-C stops all.",
               flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGTERM, signal.SIGINT})

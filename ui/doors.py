@@ -9,7 +9,7 @@ import os
 from fastapi import FastAPI
 
 from store.db import Database
-from ui import chat
+from ui import chat, user_mcp
 from ui.client_address import ClientAddress, trust_forwarded_for_only_from_proxy
 from ui.origin_guard import OriginGuard
 from ui.sessions import SessionGuard
@@ -25,6 +25,8 @@ async def _db() -> Database:
 def guard_doors(app: FastAPI) -> None:
     trust_forwarded_for_only_from_proxy()  # before chainlit builds uvicorn's Config (after loading the app)
     # add_middleware puts each new one outside the previous ones: add the innermost first.
+    user_mcp.configure()  # chainlit's MCP button follows TOLLGATE_USER_MCP (off by default)
+    app.add_middleware(user_mcp.UserMcpGate)  # checks a user's MCP server URL before chainlit connects to it
     app.add_middleware(SessionGuard, db=_db)
     app.add_middleware(ClientAddress)
     app.add_middleware(OriginGuard, allowed=allowed_origins())

@@ -6,7 +6,9 @@ user who is not an operator gets 403 on the page and on every API it calls.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -22,7 +24,7 @@ from store import threads as thread_store
 from store import usage as usage_store
 from store import users as user_store
 from store.threads import NotFound
-from ui import chat, operator_page, operator_static, operator_stream
+from ui import chat, operator_page, operator_static, operator_stream, user_mcp
 from ui.operator_auth import Operator
 from ui.operator_feed import approval_json
 
@@ -169,6 +171,18 @@ async def purges(who: Operator) -> list[dict[str, Any]]:
     """What retention removed, and when: deleted threads do not vanish from the audit without a trace."""
     rt = await chat.runtime()
     return [p.__dict__ for p in await records.purges(rt.db)]
+
+
+@router.get("/api/mcp")
+async def mcp_status(who: Operator) -> dict[str, Any]:
+    """The operator's MCP servers (TOLLGATE_MCP_CONFIG): state, tools, last error; and users' own servers."""
+    rt = await chat.runtime()
+    servers = rt.mcp.status() if rt.mcp is not None else []
+    return {"config": os.environ.get("TOLLGATE_MCP_CONFIG") or None,
+            "config_error": (rt.mcp.config_error if rt.mcp is not None else "") or None,
+            "servers": [dataclasses.asdict(s) for s in servers],
+            "user_servers": {"enabled": user_mcp.enabled(),
+                             "connected": rt.user_mcp.connected if rt.user_mcp is not None else 0}}
 
 
 def install(app: FastAPI) -> None:

@@ -26,7 +26,7 @@ def _shell(title: str, who: str, body: str, *, scripts: tuple[str, ...] = (), na
 
 
 NAV = ('<a href="#pending">Pending</a><a href="#spend">Spend</a><a href="#audit">Audit log</a>'
-       '<a href="#budgets">Budgets</a><a href="#purges">Purges</a>')
+       '<a href="#budgets">Budgets</a><a href="#purges">Purges</a><a href="#mcp">MCP servers</a>')
 
 
 def console(who: str) -> str:
@@ -69,6 +69,12 @@ aria-label="spend per day"></canvas></div></figure></div>
 <table><thead><tr><th>at</th><th>by</th><th class="num">older than (days)</th><th class="num">threads</th>
 <th class="num">messages</th><th class="num">approvals</th><th class="num">tool calls</th>
 <th class="num">model calls kept, unlinked</th></tr></thead><tbody id="purge-rows"></tbody></table></section>
+
+<section id="mcp" class="panel"><div class="panel-head"><h2>MCP servers</h2>
+<button id="mcp-refresh" class="button ghost">Refresh</button></div>
+<p id="mcp-summary" class="muted"></p><p id="mcp-error" class="error" hidden></p>
+<table><thead><tr><th>server</th><th>transport</th><th>state</th><th class="num">tools</th>
+<th class="num">user sessions</th><th>last error</th></tr></thead><tbody id="mcp-rows"></tbody></table></section>
 </main>"""
     return _shell("Tollgate · operator console", who, body, scripts=("vendor/chart.umd.min.js", "console.js"),
                   nav=NAV)

@@ -26,7 +26,8 @@ from store.notify import ChangeRelay, PgListener
 from store.schema import SchemaError
 from tools import default_registry
 from tools.extra import extra_tools
-from tools.mcp import McpServers, load_config
+from tools.mcp import McpConfigError, McpServers, load_config
+from tools.mcp.user_servers import UserServers
 from ui.demo_model import DemoModelProcess
 from ui.setup import SharedSettingMissing
 
@@ -42,6 +43,7 @@ class Runtime:
     listener: PgListener | None = None
     relay: ChangeRelay | None = None
     mcp: McpServers | None = None
+    user_mcp: UserServers | None = None  # servers users connect themselves (ui/user_mcp.py), per user
 
     async def close(self) -> None:
         if self.listener is not None:
@@ -91,11 +93,12 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     trace = TraceLog(settings.data_dir / "trace.jsonl", sinks=[s for s in [OtelExport.from_env()] if s])
     registry = default_registry()
     registry.add(extra_tools())  # TOLLGATE_TOOL_MODULES and the "tollgate.tools" entry points
-    mcp = McpServers(load_config(), timeout_s=settings.tool_timeout_s)  # TOLLGATE_MCP_CONFIG
+    mcp = operator_mcp_servers(settings)
     registry.add(await mcp.start(on_late_tools=registry.add))
+    user_mcp = UserServers(timeout_s=settings.tool_timeout_s, reserved=frozenset(s.name for s in mcp.servers))
     deps = AgentDeps(db=db, settings=settings, model=ModelClient(client), registry=registry,
                      budget=Budget(db, prices, settings, trace=trace), route_for=ApprovalPolicy.load().route_for,
-                     trace=trace)
+                     trace=trace, user_tools=user_mcp.tools_of)
     agent = Agent(deps)
     # Registers this process; SQLite (one process per file): reservations left open by an earlier run are
     # charged at their worst case. PostgreSQL: only those of processes whose heartbeat stopped, by a sweeper.
@@ -111,11 +114,23 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
         listener.start()
         relay = ChangeRelay(db, origin=agent.member.id)
     agent.dispatcher.start()
-    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener, relay=relay, mcp=mcp)
+    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener, relay=relay, mcp=mcp,
+                 user_mcp=user_mcp)
     from ui import live  # ui.live builds on this module
 
     live.attach(rt)
     return rt
+
+
+def operator_mcp_servers(settings: Settings) -> McpServers:
+    """The servers of TOLLGATE_MCP_CONFIG. A bad file does not stop the chat: it is logged, the app starts with
+    the built-in tools, and the console's server status shows the error (the operator fixes it and restarts)."""
+    try:
+        configs = load_config()
+    except McpConfigError as e:
+        log.error("MCP servers NOT started: %s", e)
+        return McpServers([], timeout_s=settings.tool_timeout_s, config_error=str(e))
+    return McpServers(configs, timeout_s=settings.tool_timeout_s)
 
 
 unwatched = wakeups.unwatched  # events of a turn that no chat is watching: the store keeps the outcome

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.browser
 CONSOLE_ROUTES = [("GET", "/operator"), ("GET", "/operator/api/pending"), ("GET", "/operator/api/pending/stream"),
                   ("GET", "/operator/api/audit"), ("GET", "/operator/api/usage"), ("GET", "/operator/api/budgets"),
                   ("POST", "/operator/api/approvals/0123"), ("POST", "/operator/api/budgets/alice"),
-                  ("GET", "/operator/thread/0123"), ("GET", "/operator/api/thread/0123/trace")]
+                  ("GET", "/operator/thread/0123"), ("GET", "/operator/api/thread/0123/trace"),
+                  ("GET", "/operator/api/mcp")]
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,11 @@ class Connection:
     def alive(self) -> bool:
         return self._session is not None and self._task is not None and not self._task.done()
 
+    @property
+    def client(self) -> ClientSession:
+        """The live MCP client session (raises ServerUnavailable when not connected)."""
+        return self._require()
+
     async def open(self) -> None:
         self._task = asyncio.create_task(self._hold(), name=f"mcp:{self.config.name}")
         try:

@@ -40,6 +40,8 @@ class ServerStatus:
     tools: int
     sessions: int
     last_error: str
+    state: str  # connected | reconnecting (failed; retried with backoff) | idle (not connected now; next call connects)
+    next_attempt_s: float | None  # seconds until the next attempt, while reconnecting
 
 
 def result_text(result: types.CallToolResult) -> str:
@@ -81,8 +83,13 @@ class McpServer:
 
     def status(self) -> ServerStatus:
         up = bool(self.tools) and self._failures == 0
+        sessions = sum(1 for c in self._sessions.values() if c.alive)
+        connected = up and (sessions > 0 or not self.last_error)
+        state = "reconnecting" if self._failures else "connected" if connected else "idle"
+        wait = max(self._retry_at - time.monotonic(), 0.0) if self._failures else None
         return ServerStatus(name=self.name, transport=self.config.transport, up=up, tools=len(self.tools),
-                            sessions=sum(1 for c in self._sessions.values() if c.alive), last_error=self.last_error)
+                            sessions=sessions, last_error=self.last_error, state=state,
+                            next_attempt_s=round(wait, 1) if wait is not None else None)
 
     def backoff_s(self) -> float:
         return min(BACKOFF_MAX_S, BACKOFF_START_S * 2.0 ** max(self._failures - 1, 0))
@@ -199,7 +206,9 @@ class McpServers:
     """All configured servers. start() registers what is up; servers that are down are retried in the background
     and their tools handed to `on_late_tools` when they come up (the tools block changes once then)."""
 
-    def __init__(self, configs: list[ServerConfig], *, timeout_s: float, connect_timeout_s: float = 20.0) -> None:
+    def __init__(self, configs: list[ServerConfig], *, timeout_s: float, connect_timeout_s: float = 20.0,
+                 config_error: str = "") -> None:
+        self.config_error = config_error  # the config file could not be used: no servers, this says why
         self.servers = [McpServer(c, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
                         for c in sorted(configs, key=lambda c: c.name)]
         self._retries: list[asyncio.Task[None]] = []

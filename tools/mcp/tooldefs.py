@@ -61,8 +61,10 @@ def hint_text(hints: dict[str, bool]) -> str:
 
 
 def build_tool(server: str, spec: types.Tool, *, read_only: bool, timeout_s: float,
-               call: Callable[[ToolContext, str, dict[str, Any]], Awaitable[str]]) -> McpTool:
-    """Raises ValueError when the server's tool cannot be offered (bad name or schema)."""
+               call: Callable[[ToolContext, str, dict[str, Any]], Awaitable[str]], provided_by: str | None = None
+               ) -> McpTool:
+    """Raises ValueError when the server's tool cannot be offered (bad name or schema). `provided_by`: the user
+    who connected the server (chainlit's MCP button): then the tool is high-risk, it always asks."""
     if not TOOL_NAME.fullmatch(spec.name) or len(server) + len(SEPARATOR) + len(spec.name) > 64:
         raise ValueError(f"tool name {clean_text(spec.name, 80)!r} is not usable (letters, digits, _ and -; "
                          "64 characters with the server prefix)")
@@ -82,16 +84,19 @@ def build_tool(server: str, spec: types.Tool, *, read_only: bool, timeout_s: flo
     async def run(ctx: ToolContext, **args: Any) -> str:
         return await call(ctx, remote, args)
 
+    read_only = read_only and provided_by is None
+    whose = f"{provided_by}'s own MCP server" if provided_by is not None else "MCP server"
     risk = "" if read_only else (
-        f"MCP server {server}, tool {remote}: {clean_text(description, 300)} "
+        f"{whose} {server}, tool {remote}: {clean_text(description, 300)} "
         f"— runs outside Tollgate and may change or send anything. "
         f"Server's own hints (unverified): {hint_text(hints)}.")
     return make_tool(
         McpTool,
         name=f"{server}{SEPARATOR}{remote}",
-        description=f"[MCP server {server}] {description}",
+        description=f"[{whose} {server}] {description}",
         schema=schema,
         side_effect=not read_only,
+        high_risk=provided_by is not None,
         risk=risk,
         timeout_s=timeout_s,
         hints=hints,

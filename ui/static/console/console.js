@@ -234,7 +234,28 @@ async function loadPurges() {
     body.append(tr);
   }
 }
+// ---- MCP servers (loaded with the page; the Refresh button asks again) ---------------------------------
+async function loadMcp() {
+  const found = await getJson('/operator/api/mcp');
+  const err = $('#mcp-error');
+  err.hidden = !found.config_error;
+  err.textContent = found.config_error ? shown('MCP config not used: ' + found.config_error) : '';
+  $('#mcp-summary').textContent = shown((found.config ? 'config ' + found.config : 'no TOLLGATE_MCP_CONFIG')
+    + ' · users\' own servers ' + (found.user_servers.enabled ? 'on (' + found.user_servers.connected
+    + ' connected)' : 'off'));
+  const body = $('#mcp-rows');
+  body.replaceChildren();
+  for (const s of found.servers) {
+    const tr = el('tr');
+    const state = el('td', s.state + (s.next_attempt_s !== null ? ' (next try in ' + s.next_attempt_s + ' s)' : ''));
+    state.dataset.state = s.state;
+    tr.append(el('td', s.name), el('td', s.transport), state, el('td', s.tools, 'num'), el('td', s.sessions, 'num'),
+      el('td', s.last_error));
+    body.append(tr);
+  }
+}
 
+$('#mcp-refresh').addEventListener('click', loadMcp);
 $('#audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); audit.cursors = [null]; loadAudit(0); });
 $('#audit-older').addEventListener('click', () => loadAudit(audit.page + 1));
 $('#audit-newer').addEventListener('click', () => loadAudit(Math.max(0, audit.page - 1)));
@@ -242,4 +263,4 @@ $('#spend-form').addEventListener('submit', loadUsage);
 window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', drawCharts);
 setInterval(tick, 1000);  // the countdown on the cards: local time only, no request
 connect();
-loadAudit(0); loadUsage(); loadBudgets(); loadPurges();
+loadAudit(0); loadUsage(); loadBudgets(); loadPurges(); loadMcp();
