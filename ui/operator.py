@@ -1,4 +1,4 @@
-"""The operator console at /operator, served by Tollgate's app next to the chat it mounts (ui/web.py).
+"""The operator console at /operator, served by chainlit's own FastAPI app (no second server).
 
 Same login as the chat (chainlit's JWT cookie); every route checks the role in our store, so a
 user who is not an operator gets 403 on the page and on every API it calls.
@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -169,3 +169,9 @@ async def purges(who: Operator) -> list[dict[str, Any]]:
     """What retention removed, and when: deleted threads do not vanish from the audit without a trace."""
     rt = await chat.runtime()
     return [p.__dict__ for p in await records.purges(rt.db)]
+
+
+def install(app: FastAPI) -> None:
+    """Put the console's routes before chainlit's catch-all page route, which would shadow them."""
+    for route in reversed(router.routes):
+        app.router.routes.insert(0, route)

@@ -1,5 +1,4 @@
-"""A real server (`tollgate serve`: Tollgate's app mounting Chainlit, ui/web.py) on a free port, and Debian's Chromium
-driven by Playwright."""
+"""A real `chainlit run` subprocess on a free port, and Debian's Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -49,11 +48,10 @@ class Server:
         return done.stdout.decode()
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str | None = None,
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str = "app.py",
                  port: int | None = None, ready_timeout_s: float = 90) -> Server:
-    """`tollgate serve` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
-    inherited from the shell never leaks into tests, one passed here is used. `port`: a restart on the same one.
-    `entry`: a Python script run instead (given --host and --port), e.g. one that profiles ui.web.main."""
+    """`chainlit run` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
+    inherited from the shell never leaks into tests, one passed here is used. `port`: a restart on the same one."""
     port = port or free_port()
     inherited = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "CHAINLIT_AUTH_SECRET")}
     env = {**inherited, "TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1",
@@ -62,9 +60,8 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry:
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        command = [str(BIN / "tollgate"), "serve"] if entry is None else [sys.executable, entry]
-        proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(BIN / "chainlit"), "run", entry, "--headless", "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log=log, env=env)
     deadline = time.monotonic() + ready_timeout_s
     while True:  # readiness is an observable event: the first 200 from the server
