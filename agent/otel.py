@@ -15,8 +15,9 @@ SERVICE = "tollgate"
 
 
 class OtelExport:
-    def __init__(self, tracer: Any) -> None:
+    def __init__(self, tracer: Any, provider: Any = None) -> None:
         self._tracer = tracer
+        self._provider = provider  # ours to flush and stop at shutdown (None: the caller owns it)
 
     @classmethod
     def from_env(cls) -> OtelExport | None:
@@ -29,7 +30,14 @@ class OtelExport:
 
         provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        return cls(provider.get_tracer(SERVICE))
+        return cls(provider.get_tracer(SERVICE), provider)
+
+    def close(self) -> None:
+        """Export the spans still batched (the processor sends every few seconds) and stop its thread: without
+        this, the last turn's spans before a shutdown never reach the collector."""
+        if self._provider is not None:
+            self._provider.shutdown()
+            self._provider = None
 
     def __call__(self, record: dict[str, Any]) -> None:
         kind = record.get("kind")

@@ -47,6 +47,16 @@ class TraceLog:
         if self.path is not None:
             self._append(self.path, (line + "\n").encode())
 
+    def close(self) -> None:
+        """At shutdown: every sink that buffers (the OpenTelemetry export) sends what it holds now."""
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # a collector that is gone must not stop the rest of the shutdown
+                    log.warning("trace sink failed to flush at shutdown", exc_info=True)
+
     def _append(self, path: Path, data: bytes) -> None:
         # One descriptor for the log's life, one O_APPEND write per event: opening and closing the file
         # per event cost ~0.6 ms of the event loop each (bench/concurrency_server.py profile).

@@ -54,6 +54,7 @@ class Runtime:
             await self.mcp.close()
         await self.agent.close()
         await self.agent.member.close()
+        self.agent.deps.trace.close()  # after the agent: its last spans are in the batch being flushed
         await self.db.close()
         if self.demo is not None:
             await self.demo.stop()
