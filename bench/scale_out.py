@@ -6,6 +6,7 @@ Configurations (`--configs`, the FIRST is the baseline every ratio is taken agai
   pg1h    one app process on PostgreSQL behind haproxy (tests/cluster.py's configuration)
   pg2h    two app processes on one PostgreSQL behind haproxy (round robin; each websocket stays on its process)
   floor   bench/floor_app.py: bare Chainlit + SDK, same visible turn, no persistence, reached directly
+  X@REV   configuration X running the app of git revision REV (`git archive REV`, same venv): before/after
 Every run starts fresh processes (a new data dir or PostgreSQL database); ONE demo-model process serves every
 app process of the whole benchmark (bench/concurrency_server.py's tagged DemoBrain: first token 300 ms, unpaced).
 The load is bench/concurrency_server.py's client: N browserless socket.io sessions over 10 users, 5 messages
@@ -26,6 +27,7 @@ import asyncio
 import os
 import random
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import machine, median, pct, table
+from bench._common import ROOT, machine, median, pct, table
 from bench.concurrency_server import LIMITS, PASSWORD, Model, Session, cpu_s, login
 from tests.cluster import Haproxy, Postgres
 from tests.e2e.conftest import Server, free_port, start_server, stop_server
@@ -85,7 +87,9 @@ class Deployment:
     """The processes of one run: app process(es), maybe PostgreSQL's database and haproxy."""
 
     def __init__(self, config: str, work: Path, pg: Postgres | None, model_url: str, quota: float) -> None:
-        self.config, self.work, self.pg, self.model_url, self.quota = config, work, pg, model_url, quota
+        self.config, rev = config.split("@", 1) if "@" in config else (config, "")
+        self.tree = tree_of(rev, work.parent) if rev else ROOT
+        self.work, self.pg, self.model_url, self.quota = work, pg, model_url, quota
         self.apps: list[Server] = []
         self.quotas: list[Quota] = []
         self.proxy: Haproxy | None = None
@@ -96,9 +100,9 @@ class Deployment:
                "CHAINLIT_AUTH_SECRET": secrets.token_urlsafe(48), "TOLLGATE_WORKSPACES": str(self.work / "ws")}
         proxy_port = free_port()
         env["TOLLGATE_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{proxy_port}"
-        entry = "app.py"
+        entry = str(self.tree / "app.py")
         if self.config == "floor":
-            entry, env["BENCH_FLOOR_WORKSPACES"] = "bench/floor_app.py", str(self.work / "ws")
+            entry, env["BENCH_FLOOR_WORKSPACES"] = str(self.tree / "bench" / "floor_app.py"), str(self.work / "ws")
         elif self.config == "sqlite":
             await add_users(self.work / "app-0" / "data", None)
         else:
@@ -137,6 +141,16 @@ class Deployment:
             stop_server(app)
         for q in self.quotas:
             q.remove()
+
+
+def tree_of(rev: str, tmp: Path) -> Path:
+    """The files of a git revision, extracted once per benchmark (chainlit imports the app from its entry's dir)."""
+    tree = tmp / f"tree-{rev}"
+    if not tree.exists():
+        tree.mkdir()
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 async def add_users(data_dir: Path | None, url: str | None) -> None:
@@ -232,7 +246,7 @@ def report(results: list[dict[str, Any]], configs: list[str], levels: list[int],
             pairs = [(a, b) for a in results for b in results if a["round"] == b["round"] and a["n"] == b["n"] == n
                      and a["config"] == base and b["config"] == c]
             tps = [b["tps"] / a["tps"] for a, b in pairs]
-            eff = [x / (APPS[c] / APPS[base]) for x in tps]
+            eff = [x / (APPS[c.split("@")[0]] / APPS[base.split("@")[0]]) for x in tps]
             app = [b["app"] / a["app"] for a, b in pairs if a["app"]]
             tot = [b["sum"] / a["sum"] for a, b in pairs if a["sum"]]
             p99 = [b["p99"] - a["p99"] for a, b in pairs]
@@ -248,9 +262,12 @@ async def main() -> None:
     ap.add_argument("--think", type=float, default=0.0, help="mean think time s before each message (0: none)")
     ap.add_argument("--quota", type=float, default=0.0, help="CPUs per app process (cgroup); 0: no quota")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--messages", type=int, default=MESSAGES, help="messages per session")
     args = ap.parse_args()
+    global MESSAGES
+    MESSAGES = args.messages
     configs, levels = args.configs.split(","), [int(x) for x in args.sessions.split(",")]
-    unknown = set(configs) - set(APPS)
+    unknown = {c.split("@")[0] for c in configs} - set(APPS)
     if unknown:
         ap.error(f"unknown configs {sorted(unknown)}; known: {sorted(APPS)}")
     needs_pg = any(c.startswith("pg") for c in configs)
@@ -261,7 +278,7 @@ async def main() -> None:
             for rnd in range(args.rounds):
                 for n in levels:
                     for c in configs:
-                        rid = f"r{rnd}{c}n{n}"
+                        rid = f"r{rnd}{c.replace('@', '_')}n{n}".lower()
                         r = await run(c, n, args.think, rid, Path(tmp), pg, model, args.quota)
                         results.append({**r, "round": rnd})
                         print(f"  {rid}: {r['turns']} turns, {r['tps']:.2f}/s, app {r['app']:.1f} ms/turn, "
