@@ -256,6 +256,7 @@ def report(results: list[dict[str, Any]], configs: list[str], levels: list[int],
 
 
 async def main() -> None:
+    global MESSAGES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="pg1h,pg2h")
     ap.add_argument("--sessions", default="40")
@@ -264,7 +265,6 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--messages", type=int, default=MESSAGES, help="messages per session")
     args = ap.parse_args()
-    global MESSAGES
     MESSAGES = args.messages
     configs, levels = args.configs.split(","), [int(x) for x in args.sessions.split(",")]
     unknown = {c.split("@")[0] for c in configs} - set(APPS)
