@@ -17,7 +17,7 @@ from chainlit.types import ThreadDict  # noqa: E402
 from fastapi import Request, Response  # noqa: E402
 
 from ui import chat, client_steps, loop_monitor, operator, operator_page, security_headers  # noqa: E402
-from ui.chainlit_compat import drop_constructor_sleep  # noqa: E402
+from ui.chainlit_compat import drop_constructor_sleep, resume_thread_asked_on_a_restored_session  # noqa: E402
 from ui.datalayer import StoreDataLayer  # noqa: E402
 from ui.doors import guard_doors  # noqa: E402
 from ui.render import APPROVE, APPROVE_ALWAYS, CONTINUE, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
@@ -30,6 +30,7 @@ operator.install(chainlit_app)
 guard_doors(chainlit_app)
 security_headers.install(chainlit_app, extra_inline_scripts=operator_page.INLINE_SCRIPTS)  # CSP on every response
 client_steps.install(chainlit_app)  # steps a client writes are bounded like user messages (ui/datalayer.py)
+resume_thread_asked_on_a_restored_session()  # a thread URL opened on a loaded machine resumes (ui/chainlit_compat)
 
 
 @cl.on_app_startup

@@ -2,15 +2,15 @@
 here, and here the suspended thread is moved on.
 
 Recording goes through the store's `record_decision` (first decision wins, bound to the row). Moving on
-is a wake-up: the UI registers a `Waker` that resumes the thread where a chat is watching it (agent/
-never imports the UI); without one, the thread is resumed in the background with nobody watching.
+is a wake-up, the `Waker` the agent gives (agent/resuming.py): it resumes the thread where a chat watches it,
+on this process or, through a due-resume row, on the one holding the thread's browser.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -49,13 +49,9 @@ DecisionOutcome: TypeAlias = Recorded | Refused
 
 
 class Decisions:
-    def __init__(self, db: Database, background_resume: Waker) -> None:
+    def __init__(self, db: Database, wake: Waker) -> None:
         self._db = db
-        self._wake: Waker = background_resume
-
-    def wake_with(self, waker: Waker) -> None:
-        """The UI's wake-up: resume the thread where a chat is watching it."""
-        self._wake = waker
+        self._wake = wake
 
     async def decide(self, *, approval_id: str, decision: Decision, by: str, how: How, reason: str | None = None,
                      wake: bool = True) -> DecisionOutcome:
@@ -79,18 +75,3 @@ class Decisions:
             return Recorded(approval, None)
         return Recorded(approval, self._wake(approval.owner, approval.thread_id))
 
-
-def background(resume: Callable[[str, str], Awaitable[object]]) -> Waker:
-    """The default wake-up (no UI, e.g. the CLI or tests): resume in an owned background task."""
-    tasks: set[asyncio.Task[object]] = set()
-
-    def wake(owner: str, thread_id: str) -> asyncio.Task[object]:
-        async def run() -> object:
-            return await resume(owner, thread_id)
-
-        task: asyncio.Task[object] = asyncio.create_task(run())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
-    return wake

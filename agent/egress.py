@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+import httpx
+
 from store.values import StoredMessage
 from tools import Tool
 
@@ -103,6 +105,28 @@ def _safe(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def ascii_host(host: str) -> str | None:
+    """The host as it is looked up and contacted (IDNA: "аpple.com" is "xn--pple-43d.com"), as fetch_url does
+    through httpx; None when it is not a valid name."""
+    try:
+        return httpx.URL(f"http://{host}/").raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
+
+
+def _destination(hostport: str, host: str) -> str:
+    """The card's line for where a request goes. A name with non-ASCII letters is shown in the form that is
+    contacted: letters from another alphabet can imitate a familiar name ("аpple.com" with a Cyrillic а)."""
+    if host.isascii():
+        return f"Sends a request to {_safe(hostport)}; everything in the address leaves this machine."
+    contacted = ascii_host(host)
+    if contacted is None:
+        return "The address's host is not a valid name; read it in full above."
+    port = hostport[len(host):]
+    return (f"Sends a request to {_safe(contacted + port)}, an internationalised name written with non-ASCII "
+            "letters, which can imitate another site's name; everything in the address leaves this machine.")
+
+
 def url_parts(url: str) -> tuple[str, list[Part]] | None:
     """(host:port, the parts that carry data) of an http(s) URL; None when it cannot be parsed."""
     try:
@@ -159,7 +183,7 @@ def risk_text(tool: Tool, args: dict[str, Any], *, typed: Sequence[str], sources
             parts.append(Part(f"argument {_safe(key, 32)}", str(value)))
             continue
         hostport, url_bits = parsed
-        lines.append(f"Sends a request to {_safe(hostport)}; everything in the address leaves this machine.")
+        lines.append(_destination(hostport, next(p.text for p in url_bits if p.name == "host")))
         parts += url_bits
     typed_lower = [t.lower() for t in typed]
     lowered = [(s.label, s.text.lower()) for s in sources]

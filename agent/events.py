@@ -11,7 +11,11 @@ from store.values import Approval
 
 @dataclass(frozen=True)
 class TextDelta:
+    """A piece of the answer. `answer_id`: the answer's id in the chat's history (one per model call): the
+    message that shows it takes this id, so the agent's kept versions and the final one are one entry."""
+
     text: str
+    answer_id: str = ""
 
 
 @dataclass(frozen=True)

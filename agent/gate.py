@@ -59,7 +59,7 @@ async def side_effect(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[
     if approval.executed:  # claimed before a crash; its outcome was never recorded
         return result(tid, "The outcome of this approved call is unknown (interrupted). It was not re-run.", True)
     if not await approval_store.claim_execution(b.db, approval_id=approval.id,
-                                                args_digest=args_digest(tool.name, args)):
+                                                args_digest=args_digest(tool.name, args), fence=b.fence):
         return result(tid, f"The approved arguments do not match this call. {NOT_RUN}", True)
     return await execute(b, use, tool, args)
 

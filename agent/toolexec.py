@@ -19,6 +19,7 @@ from agent.trace import NULL_TRACE, TraceLog
 from agent.wording import SUPERSEDED
 from store import approvals as approval_store
 from store.db import Database
+from store.fencing import Fence
 from store.values import Approval
 from tools import Tool, ToolContext, ToolError, ToolRegistry
 
@@ -47,6 +48,7 @@ class ToolBatch:
     history_tainted: bool = True  # an untrusted tool result is in the stored messages (unknown: assume so)
     tainted: bool = False  # any witness of untrusted content, incl. calls that never finished (set per batch)
     risks: dict[str, str] = field(default_factory=dict)  # tool_use id -> the card's risk line, when not tool.risk
+    fence: Fence | None = None  # the turn's lease: no tool starts once it was taken over (store/fencing.py)
 
     def timeout_for(self, tool: Tool) -> float:
         return min(tool.timeout_s, self.tool_timeout_s)
@@ -82,7 +84,8 @@ def denial(a: Approval) -> str:
 async def execute(b: ToolBatch, use: dict[str, Any], tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
     tid = use["id"]
     await b.emit(ToolStarted(tool_use_id=tid, name=tool.name, input=args))
-    await approval_store.start_tool_call(b.db, thread_id=b.thread_id, tool_use_id=tid, tool=tool.name, args=args)
+    await approval_store.start_tool_call(b.db, thread_id=b.thread_id, tool_use_id=tid, tool=tool.name, args=args,
+                                         fence=b.fence)
     started = time.perf_counter()
     is_error = True
     timeout_s = b.timeout_for(tool)

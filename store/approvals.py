@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from store import changes
 from store.db import Database
+from store.fencing import Fence, require_lease
 from store.models import ALWAYS_APPROVE, APPROVALS, THREAD_DELETIONS, THREADS, TOOL_CALLS, USERS
 from store.threads import LIVE, NotFound, owner_in
 from store.values import Approval, ToolOutcome
@@ -165,22 +166,31 @@ async def expire_or_reject_pending(db: Database, *, thread_id: str, status: str,
     return closed
 
 
-async def claim_execution(db: Database, *, approval_id: str, args_digest: str) -> bool:
+async def claim_execution(db: Database, *, approval_id: str, args_digest: str, fence: Fence | None = None) -> bool:
     """Atomically mark an approved row as executed. True at most once, only for matching args, and never
-    once the thread's owner deleted it (the user walked away from it: fail closed)."""
+    once the thread's owner deleted it (the user walked away from it: fail closed). With `fence`: LeaseLost
+    (and the row left unclaimed) once that lease was taken over."""
     stmt = update(_appr).where(_appr.c.id == approval_id, _appr.c.status == "approved",
                                _appr.c.args_digest == args_digest, _appr.c.executed_at.is_(None),
                                ~THREAD_DELETIONS.select().where(THREAD_DELETIONS.c.thread_id == _appr.c.thread_id)
                                .exists())
-    return await db.transact(lambda conn: conn.execute(stmt.values(executed_at=time.time())).rowcount == 1)
+
+    def claim(conn: Connection) -> bool:
+        require_lease(conn, fence)
+        return bool(conn.execute(stmt.values(executed_at=time.time())).rowcount == 1)
+
+    return await db.transact(claim)
 
 
 async def start_tool_call(db: Database, *, thread_id: str, tool_use_id: str, tool: str,
-                          args: dict[str, Any]) -> None:
+                          args: dict[str, Any], fence: Fence | None = None) -> None:
+    """Record that a tool starts; with `fence`, LeaseLost (nothing recorded: do not run it) once that lease
+    was taken over."""
     params = {"p_thread_id": thread_id, "p_tool_use_id": tool_use_id, "p_tool": tool,
               "p_args_json": json.dumps(args, sort_keys=True), "p_now": time.time()}
 
     def start(conn: Connection) -> None:
+        require_lease(conn, fence)
         # A row left "running" by a crash is restarted in place (only read-only calls get here twice).
         conn.execute(_CLEAR_RUNNING, params)
         conn.execute(_START_CALL, params)

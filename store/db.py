@@ -151,6 +151,12 @@ class Database:
             yield conn
 
     async def integrity_ok(self) -> bool:
+        """SQLite: PRAGMA integrity_check. PostgreSQL: amcheck over every table and index (store/integrity.py
+        says why that and nothing on start-up)."""
+        if not self.is_sqlite:
+            from store import integrity  # it names Database
+
+            return await integrity.postgres_ok(self)
         async with self.read() as conn:
             result = await conn.exec_driver_sql("PRAGMA integrity_check")
             return bool(result.scalar_one() == "ok")

@@ -31,3 +31,10 @@ async def session_valid(db: Database, *, name: str, issued_at: float) -> bool:
     async with db.read() as conn:
         row = (await conn.execute(stmt)).first()
     return row is not None and (row.revoked_before is None or issued_at > row.revoked_before)
+
+
+async def cutoffs_since(db: Database, *, since: float) -> list[tuple[str, float]]:
+    """(user, cut-off) for every cut-off moved at or after `since`: whose open sockets to close."""
+    stmt = select(_c.c.user_name, _c.c.revoked_before).where(_c.c.revoked_before >= since)
+    async with db.read() as conn:
+        return [(row.user_name, float(row.revoked_before)) for row in (await conn.execute(stmt)).all()]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import changes
 from store.db import Database
+from store.fencing import Fence, require_lease
 from store.limits import LimitExceeded
 from store.models import APPROVALS, MESSAGES, THREAD_DELETIONS, THREADS, USERS
 from store.search import thread_matches
@@ -171,14 +172,16 @@ async def require_owned(conn: AsyncConnection, owner: str, thread_id: str, *, in
 
 
 async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
-                         content: list[dict[str, Any]], incomplete: bool = False) -> int:
-    """Append one API message; returns its sequence number in the thread."""
+                         content: list[dict[str, Any]], incomplete: bool = False, fence: Fence | None = None) -> int:
+    """Append one API message; returns its sequence number in the thread. With `fence`, only while that lease
+    is the thread's current one (store/fencing.py: LeaseLost otherwise, nothing written)."""
     if role not in ("user", "assistant"):
         raise ValueError(f"bad role {role!r}")
     params = {"p_thread_id": thread_id, "p_owner": owner, "p_role": role, "p_incomplete": incomplete,
               "p_now": time.time(), "p_content_json": json.dumps(content, ensure_ascii=False)}
 
     def append(conn: Connection) -> Any:
+        require_lease(conn, fence)
         seq = conn.execute(_APPEND, params).scalar_one_or_none()
         if seq is None:
             raise NotFound("no such thread")
@@ -188,25 +191,27 @@ async def append_message(db: Database, *, owner: str, thread_id: str, role: str,
     return int(await db.transact(append))
 
 
-async def keep_partial(db: Database, *, owner: str, thread_id: str, text: str, seq: int | None = None) -> int:
+async def keep_partial(db: Database, *, owner: str, thread_id: str, text: str, seq: int | None = None,
+                       fence: Fence | None = None) -> int:
     """Store (seq None) or update an answer still streaming, as an incomplete assistant message; its seq.
 
     Only a message still marked incomplete is updated: a finished one is never overwritten."""
     content = [{"type": "text", "text": text}]
     if seq is None:
         return await append_message(db, owner=owner, thread_id=thread_id, role="assistant", content=content,
-                                    incomplete=True)
-    await finish_message(db, owner=owner, thread_id=thread_id, seq=seq, content=content, incomplete=True)
+                                    incomplete=True, fence=fence)
+    await finish_message(db, owner=owner, thread_id=thread_id, seq=seq, content=content, incomplete=True, fence=fence)
     return seq
 
 
 async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, content: list[dict[str, Any]],
-                         incomplete: bool = False) -> None:
+                         incomplete: bool = False, fence: Fence | None = None) -> None:
     """Replace the content of the incomplete message `seq` (the streamed answer is complete, or cut)."""
     params = {"p_thread_id": thread_id, "p_owner": owner, "p_seq": seq, "p_new_incomplete": incomplete,
               "p_now": time.time(), "p_new_content": json.dumps(content, ensure_ascii=False)}
 
     def finish(conn: Connection) -> None:
+        require_lease(conn, fence)
         if not conn.execute(_FINISH, params).rowcount:
             raise NotFound("no such incomplete message")
         conn.execute(_TOUCH, params)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from store import logins as login_store
 from store import sessions as session_store
 from store import users as user_store
 from store.db import Database
@@ -148,6 +149,31 @@ async def test_thirty_wrong_then_the_right_one_refused_until_the_window_passes(d
     clock.now += 2  # the window has passed
     ok = await attempt_login(db, name="alice", password=GOOD, address="10.0.0.1", limits=LIMITS, clock=clock)
     assert ok.user is not None and ok.user.name == "alice"
+
+
+async def test_concurrent_wrong_passwords_from_two_processes_get_exactly_the_limit_of_guesses(db: Database) -> None:
+    """12 wrong passwords at the same moment, half through another engine (another process's view of the same
+    database): exactly `per_account` of them are checked, the rest are refused by the limit unchecked."""
+    other = Database(db.url)
+    clock = Clock()
+    try:
+        results = await asyncio.gather(*(attempt_login(db if i % 2 else other, name="alice", password=f"wrong-{i}",
+                                                       address=f"10.7.0.{i}", limits=LIMITS, clock=clock)
+                                         for i in range(12)))
+    finally:
+        await other.close()
+    refusals = [r.refusal for r in results]
+    assert all(r.user is None for r in results)
+    assert refusals.count(Refusal.BAD_CREDENTIALS) == LIMITS.per_account
+    assert refusals.count(Refusal.RATE_LIMITED) == 12 - LIMITS.per_account
+    assert (await login_store.failures_since(db, account="alice", address="10.7.0.1", since=0))[0] == 5
+    # the right password is refused too now, and a right one before the limit is not counted as a failure
+    right = await attempt_login(db, name="alice", password=GOOD, address="10.7.1.1", limits=LIMITS, clock=clock)
+    assert right.refusal is Refusal.RATE_LIMITED
+    bob_ok = await attempt_login(db, name="bob", password="orchard-apple-2", address="10.7.2.1", limits=LIMITS,
+                                 clock=clock)
+    assert bob_ok.user is not None
+    assert await login_store.failures_since(db, account="bob", address="10.7.2.1", since=0) == (0, 0)
 
 
 async def test_per_address_limit_across_accounts(db: Database) -> None:

@@ -140,6 +140,17 @@ INTERNALS = {
         "source = inspect.getsource(chainlit.socket)\n"
         "hook = source.index('await config.code.on_chat_resume(thread)')\n"
         "assert source.index('await context.emitter.resume_thread(thread)', hook) > hook\n"),
+    "a restored session skips the resume unless told": (
+        "import inspect, chainlit.socket\n"
+        "from chainlit.server import sio\n"
+        "from chainlit.session import WebsocketSession\n"
+        "connect = sio.handlers['/']['connect']\n"
+        "assert list(inspect.signature(connect).parameters) == ['sid', 'environ', 'auth']\n"
+        "assert inspect.signature(WebsocketSession.get).parameters.keys() == {'socket_id'}\n"
+        "source = inspect.getsource(chainlit.socket.connection_successful)\n"
+        "assert 'context.session.restored and not context.session.has_first_interaction' in source\n"
+        "assert 'context.session.thread_id_to_resume and config.code.on_chat_resume' in source\n"
+        "assert 'self.restored = True' in inspect.getsource(WebsocketSession.restore)\n"),
 }
 
 

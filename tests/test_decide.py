@@ -29,21 +29,16 @@ async def suspended(h, text: str = "save") -> tuple[str, str]:
     return tid, card.approval.id
 
 
-async def test_an_operator_decision_resumes_the_turn_where_the_ui_says(make_harness):
+async def test_an_operator_decision_resumes_the_turn_in_the_chat_watching_the_thread(make_harness):
     h = make_harness([WRITE, Reply(blocks=(TextBlock("Saved."),))])
     tid, approval_id = await suspended(h)
-    rec, woken = Recorder(), []
-
-    def wake(owner: str, thread_id: str) -> asyncio.Task[object]:
-        woken.append((owner, thread_id))
-        return asyncio.create_task(h.agent.resume(owner=owner, thread_id=thread_id, emit=rec))
-
-    h.agent.decisions.wake_with(wake)
+    rec = Recorder()
+    h.agent.sinks.remember(tid, rec)  # what ui/live.remember does when a chat shows the thread
     outcome = await h.agent.decide(approval_id=approval_id, decision=Approved(), by="root", how="console")
     assert isinstance(outcome, Recorded) and outcome.moving_on is not None
-    finished = await outcome.moving_on
-    assert isinstance(finished, TurnFinished) and finished.stop_reason == "end_turn"
-    assert woken == [("alice", tid)]
+    await outcome.moving_on
+    [finished] = [e for e in rec.events if isinstance(e, TurnFinished)]
+    assert finished.stop_reason == "end_turn"  # the resumed turn rendered into the watching chat
     assert (h.workspace() / "a.txt").read_text() == "x"
     row = await approval_store.get_approval(h.db, approval_id=approval_id, viewer="alice")
     assert (row.status, row.decided_by, row.decided_via) == ("approved", "root", "console")
@@ -69,13 +64,13 @@ async def test_a_decision_for_an_already_decided_approval_is_refused_and_wakes_n
     first = await h.agent.decide(approval_id=approval_id, decision=Denied("no"), by="alice", how="chat")
     assert isinstance(first, Recorded) and first.moving_on is not None
     await first.moving_on
-    woken = []
-    h.agent.decisions.wake_with(lambda owner, thread_id: woken.append(thread_id))
+    requests = len(h.server.requests)
     for how, by in (("chat", "alice"), ("console", "root"), ("always", "alice")):
         again = await h.agent.decide(approval_id=approval_id, decision=second, by=by, how=how)
         assert isinstance(again, Refused) and "already rejected" in again.why
         assert again.approval.status == "rejected" and again.approval.reason == "no"
-    assert woken == []
+        assert h.agent.waking.waking == 0, "a refused decision started a resume"
+    assert len(h.server.requests) == requests
     assert not (h.workspace() / "a.txt").exists()
 
 
@@ -99,13 +94,13 @@ async def test_the_deadline_records_the_expiry_through_decide(make_harness):
     tid = await h.thread()
     rec, finished = Recorder(), asyncio.Event()
     seen = []
-    decide = h.agent.decide
+    decide = h.agent.decisions.decide
 
     async def watching_decide(**kw):  # the real operation, observed
         seen.append((kw["how"], kw["by"]))
         return await decide(**kw)
 
-    h.agent.decide = watching_decide
+    h.agent.decisions.decide = watching_decide
 
     async def sink(event):
         await rec(event)
@@ -131,9 +126,9 @@ def _calls(path: Path) -> set[str]:
 
 def test_the_chat_the_console_and_the_deadline_decide_only_through_agent_decide():
     for module in sorted([*(ROOT / "ui").glob("*.py"), ROOT / "app.py", ROOT / "agent" / "loop.py",
-                          ROOT / "agent" / "deadlines.py"]):
+                          ROOT / "agent" / "resuming.py", ROOT / "agent" / "deadlines.py"]):
         called = _calls(module)
         assert not {"approval_store.decide", "approval_store.record_decision"} & called, module
     assert "rt.agent.decide" in _calls(ROOT / "ui" / "chat.py")
     assert "rt.agent.decide" in _calls(ROOT / "ui" / "operator.py")
-    assert "self.decide" in _calls(ROOT / "agent" / "loop.py")
+    assert "self.decisions.decide" in _calls(ROOT / "agent" / "resuming.py")  # the deadline's expiry

@@ -109,3 +109,18 @@ def test_results_in_history() -> None:
     assert results_in_history([msg("assistant", {**use, "name": "read_file"}), msg("user", result)],
                               trusted_tools=trusted)
     assert results_in_history([msg("user", {**result, "tool_use_id": "orphan"})], trusted_tools=trusted)
+
+
+def test_a_lookalike_name_is_shown_in_the_form_that_is_contacted() -> None:
+    """"аpple.com" with a Cyrillic а reads as apple.com in the card's arguments: the risk line names the
+    host that is actually looked up and contacted, and says why."""
+    text = risk_text(FETCH, {"url": "https://аpple.com:8443/login?u=1"}, typed=[], sources=[])
+    assert "Sends a request to xn--pple-43d.com:8443, an internationalised name" in text
+    assert "imitate" in text
+    plain = risk_text(FETCH, {"url": "https://apple.com/login"}, typed=[], sources=[])
+    assert plain.startswith("Sends a request to apple.com; everything")
+
+
+def test_a_host_that_is_not_a_valid_name_says_so() -> None:
+    text = risk_text(FETCH, {"url": "https://exa\u200bmple.com/"}, typed=[], sources=[])  # a zero-width space
+    assert text.startswith("The address's host is not a valid name")

@@ -33,6 +33,7 @@ import tools.netguard
 from tools.errors import ToolError
 from tools.fetch import FetchPolicy, fetch_text, fetch_url
 from tools.html_text import html_to_text
+from tools.netguard import parse_url
 from tools.registry import ToolContext
 from tools.workspace import Workspace
 
@@ -552,3 +553,12 @@ async def test_fetch_url_tool_uses_the_context_policy(pages: PageServer, tmp_pat
 )
 def test_html_to_text(html: str, text: str) -> None:
     assert html_to_text(html, "https://base.test/dir/page") == text
+
+
+def test_an_allowed_internationalised_name_allows_the_name_that_is_contacted() -> None:
+    """The operator writes the name as people read it; URLs reach parse_url as IDNA (httpx): both must meet."""
+    policy = FetchPolicy(allow_hosts=("Bücher.example.",))
+    assert parse_url("https://bücher.example/x", policy).raw_host == b"xn--bcher-kva.example"
+    assert parse_url("https://xn--bcher-kva.example/x", policy).raw_host == b"xn--bcher-kva.example"
+    with pytest.raises(ToolError, match="not in the list of allowed hosts"):
+        parse_url("https://bucher.example/x", policy)

@@ -433,3 +433,27 @@ def test_tools_package_imports_no_app_layers() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_tool_is_built_by_make_tool_with_a_canonical_schema() -> None:
+    """@tool and an MCP server's tool share one constructor, so both schemas are canonical the same way."""
+    import ast
+
+    from mcp import types
+
+    from tools.mcp.tooldefs import build_tool
+
+    root = Path(__file__).resolve().parents[1]
+    for module in (root / "tools" / "registry.py", root / "tools" / "mcp" / "tooldefs.py"):
+        called = {ast.unparse(n.func) for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Call)}
+        assert "make_tool" in called and not {"Tool", "McpTool"} & called, module
+
+    async def call(ctx: ToolContext, name: str, args: dict[str, Any]) -> str:
+        return ""
+
+    schema = {"type": "object", "title": "Args", "required": ["b"],
+              "properties": {"b": {"type": "string", "title": "B"}, "a": {"type": "integer"}}}
+    spec = types.Tool(name="lookup", description="Look up.", inputSchema=schema)
+    built = build_tool("srv", spec, read_only=True, timeout_s=5.0, call=call)
+    assert json.dumps(built.input_schema) == json.dumps(
+        {"properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["b"], "type": "object"})

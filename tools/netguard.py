@@ -9,6 +9,7 @@ again, which closes the DNS-rebinding gap between check and connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -96,6 +97,14 @@ def _is_forbidden(ip: IPAddress) -> bool:
     )
 
 
+def _contacted_form(host: str) -> str:
+    """An allowed host as a URL's host compares: IDNA ("bücher.example" allows "xn--bcher-kva.example"),
+    lower case, no trailing dot. A name that is not valid IDNA is kept as written and matches nothing."""
+    with contextlib.suppress(httpx.InvalidURL, UnicodeError, ValueError):
+        host = httpx.URL(f"http://{host.strip()}/").raw_host.decode("ascii")
+    return host.lower().rstrip(".")
+
+
 def parse_url(raw: str, policy: FetchPolicy) -> httpx.URL:
     """Parse and vet everything about a URL that does not need DNS."""
     try:
@@ -111,7 +120,7 @@ def parse_url(raw: str, policy: FetchPolicy) -> httpx.URL:
         raise ToolError(f"URL has no host: {raw}")
     if url.port is not None and not 0 < url.port < 65536:
         raise ToolError(f"invalid port in URL: {raw}")
-    if policy.allow_hosts and host not in {h.lower().rstrip(".") for h in policy.allow_hosts}:
+    if policy.allow_hosts and host not in {_contacted_form(h) for h in policy.allow_hosts}:
         raise ToolError(f"host {host!r} is not in the list of allowed hosts")
     return url
 

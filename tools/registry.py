@@ -12,7 +12,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -27,6 +27,7 @@ __all__ = [
     "ToolError",
     "ToolRegistry",
     "default_registry",
+    "make_tool",
     "tool",
 ]
 
@@ -151,6 +152,18 @@ class Tool:
         return f"{self.name}:{text}"
 
 
+ToolT = TypeVar("ToolT", bound=Tool)
+
+
+def make_tool(kind: type[ToolT], *, name: str, description: str, schema: dict[str, Any],
+              fn: Callable[..., Awaitable[str]], args_model: type[BaseModel], **fields: Any) -> ToolT:
+    """The one constructor of every Tool (`@tool` functions, MCP servers' tools): the schema the model sees
+    is made canonical here, so the tools block stays byte-identical whoever built the tool. `fields` are the
+    Tool's policy fields (side_effect, risk, ...) and a subclass's own."""
+    return kind(name=name, description=description, input_schema=_clean_schema(schema), fn=fn,
+                args_model=args_model, **fields)
+
+
 def _description(fn: Callable[..., Any]) -> str:
     doc = inspect.getdoc(fn)
     if not doc:
@@ -190,10 +203,11 @@ def tool(
             default = ... if param.default is param.empty else param.default
             fields[param.name] = (hints[param.name], default)
         model = create_model(f"{fn.__name__}_args", __config__=_ARGS_CONFIG, **fields)
-        return Tool(
+        return make_tool(
+            Tool,
             name=fn.__name__,
             description=_description(fn),
-            input_schema=_clean_schema(model.model_json_schema()),
+            schema=model.model_json_schema(),
             side_effect=side_effect,
             high_risk=high_risk,
             risk=risk,

@@ -38,9 +38,10 @@ def drop_constructor_sleep() -> None:
         setattr(importlib.import_module(name), "time", _TimeWithoutSleep())  # noqa: B010 (a module global, by name)
 
 
-async def disconnect_sockets_of(user: str) -> int:
+async def disconnect_sockets_of(user: str, issued_before: Callable[[str | None], bool] | None = None) -> int:
     """Close every open chat socket of `user`: after logout, a socket opened earlier with a copied cookie
     must not keep chatting (the handshake checks revocation; a live socket is never asked again).
+    `issued_before(token)`: close only the sockets whose login token it accepts (default: every one).
 
     The one place that reads chainlit's socket registry (`chainlit.session.ws_sessions_sid`, 2.12);
     tests/test_chainlit_compat.py fails loudly if an upgrade moves it."""
@@ -48,7 +49,8 @@ async def disconnect_sockets_of(user: str) -> int:
     from chainlit.session import ws_sessions_sid
 
     sids = [sid for sid, session in list(ws_sessions_sid.items())
-            if session.user is not None and session.user.identifier == user]
+            if session.user is not None and session.user.identifier == user
+            and (issued_before is None or issued_before(session.token))]
     for sid in sids:
         await sio.disconnect(sid)
     return len(sids)
@@ -126,3 +128,31 @@ def after_resumed_history(send: Callable[[], Awaitable[None]]) -> None:
         await send()
 
     emitter.resume_thread = history_then  # type: ignore[method-assign]
+
+
+def resume_thread_asked_on_a_restored_session() -> None:
+    """A socket that reconnects an untouched session and names a thread resumes that thread.
+
+    The thread page connects once when the config loads and again, same session id, once it knows the thread
+    id. When the thread-less socket reaches the server first, chainlit 2.12 restores that session on the
+    second connect and ignores its `threadId`: `connection_successful` runs on_chat_start for a restored
+    session and never resumes (chainlit/socket.py), so the page waits forever. Chainlit has already refused
+    the connect when the thread is another user's. Relies on the handler `sio.handlers["/"]["connect"]` and
+    the session fields `restored`, `has_first_interaction`, `thread_id_to_resume`; tests/test_chainlit_compat.py
+    fails loudly if they move."""
+    from chainlit.server import sio
+    from chainlit.session import WebsocketSession
+
+    handlers = sio.handlers["/"]
+    original = handlers["connect"]
+
+    async def connect(sid: str, environ: Any, auth: Any) -> Any:
+        accepted = await original(sid, environ, auth)
+        thread_id = auth.get("threadId") if isinstance(auth, dict) else None
+        session = WebsocketSession.get(sid) if accepted and thread_id else None
+        if session is not None and session.restored and not session.has_first_interaction:
+            session.thread_id_to_resume = session.thread_id = str(thread_id)
+            session.restored = False  # nothing happened in it: resume as a fresh session would
+        return accepted
+
+    handlers["connect"] = connect

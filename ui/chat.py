@@ -22,11 +22,13 @@ from ui import live, logins, sessions, settings_panel
 from ui.chainlit_compat import after_resumed_history, disconnect_sockets_of
 from ui.client_address import client_address
 from ui.render import ChatRenderer
+from ui.revocations import RevocationWatch
 from ui.runtime import Runtime, build_runtime
 
 log = logging.getLogger("tollgate")
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
+_revocations: RevocationWatch | None = None
 
 INJECTION_STARTER = "Summarise notes/injection-demo.txt"
 # A booby-trapped file for the demo: the demo model obeys injected instructions (the worst case), so
@@ -51,18 +53,23 @@ STARTERS = [
 
 
 async def runtime() -> Runtime:
-    global _runtime
+    global _runtime, _revocations
     if _runtime is not None:  # every handler calls this: no lock once built
         return _runtime
     async with _runtime_lock:
         if _runtime is None:
             _runtime = await build_runtime()
             await logins.retire_demo_if_not_allowed(_runtime.db)
+            _revocations = RevocationWatch(_runtime.db)  # sockets of users removed or logged out elsewhere close
+            _revocations.start()
         return _runtime
 
 
 async def shutdown() -> None:
-    global _runtime
+    global _runtime, _revocations
+    if _revocations is not None:
+        await _revocations.stop()
+        _revocations = None
     if _runtime is not None:
         await _runtime.close()
         _runtime = None

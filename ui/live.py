@@ -12,6 +12,7 @@ import time
 
 from agent.events import EventSink
 from store import cluster as cluster_store
+from ui.history import ChatHistory
 from ui.runtime import Runtime
 
 log = logging.getLogger("tollgate")
@@ -22,6 +23,8 @@ _tasks: set[asyncio.Task[None]] = set()  # owned: kept until done so none is gar
 def attach(rt: Runtime) -> None:
     global _runtime
     _runtime = rt
+    # The agent keeps streaming, cut and stopped answers in the chat's history itself (agent/partial.py).
+    rt.agent.deps.history = ChatHistory(rt.db)
 
 
 def remember(thread_id: str, emit: EventSink) -> None:
@@ -41,7 +44,3 @@ async def _watch(rt: Runtime, thread_id: str) -> None:
     except Exception:  # a resume then runs wherever it is claimed (unwatched): slower to show, never lost
         log.warning("could not record that this process watches thread %s", thread_id, exc_info=True)
 
-
-async def continue_thread(rt: Runtime, *, owner: str, thread_id: str) -> None:
-    """Resume a suspended thread where its browser is (here or on another process), or unwatched."""
-    await rt.agent.deadlines.continue_now(owner=owner, thread_id=thread_id)

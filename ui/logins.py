@@ -57,11 +57,13 @@ async def demo_allowed(db: Database) -> bool:
 async def attempt_login(db: Database, *, name: str, password: str, address: str, limits: LoginLimits,
                         clock: Callable[[], float] = time.time) -> LoginResult:
     now = clock()
-    by_account, by_address = await login_store.failures_since(db, account=name, address=address,
-                                                              since=now - limits.window_s)
-    if by_account >= limits.per_account or by_address >= limits.per_address:
-        log.warning("login refused by the failure limits: account %r has %d, address %s has %d in %.0f s",
-                    name[:64], by_account, address, by_address, limits.window_s)
+    # The attempt is counted before the password is checked (store/logins.py): concurrent guesses, here or
+    # on another process, cannot all pass the limit check at once.
+    attempt = await login_store.begin_attempt(db, account=name, address=address, at=now, since=now - limits.window_s,
+                                              per_account=limits.per_account, per_address=limits.per_address)
+    if attempt is None:
+        log.warning("login refused by the failure limits: account %r or address %s reached its limit in %.0f s",
+                    name[:64], address, limits.window_s)
         return LoginResult(None, Refusal.RATE_LIMITED)
     refusal: Refusal | None = None
     user = await user_store.authenticate(db, name=name, password=password)
@@ -69,8 +71,8 @@ async def attempt_login(db: Database, *, name: str, password: str, address: str,
         log.warning("refused the demo login demo/demo: other users exist or the app listens beyond loopback")
         user, refusal = None, Refusal.DEMO_REFUSED
     if user is None:
-        await login_store.record_failure(db, account=name, address=address, at=now, forget_before=now - limits.window_s)
         return LoginResult(None, refusal or Refusal.BAD_CREDENTIALS)
+    await login_store.forgive(db, attempt_id=attempt)
     return LoginResult(user)
 
 

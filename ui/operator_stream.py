@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from types import FrameType
@@ -23,12 +24,20 @@ from fastapi.responses import StreamingResponse
 from store import changes
 from ui import chat
 from ui.operator_auth import Operator, is_operator, require_same_origin
-from ui.operator_feed import pending_events, pending_items
+from ui.operator_feed import RECHECK_S, pending_events, pending_items
 
 log = logging.getLogger("tollgate")
 router = APIRouter()
 MAX_STREAMS = 64  # open streams in this process: each holds a connection and a subscription
 _open_streams = 0
+
+
+def recheck_s() -> float:
+    """How often a stream re-reads with no wake-up (`TOLLGATE_CONSOLE_RECHECK_S`, default 5 s): the fallback for
+    a lost wake-up, and how soon a demoted operator's stream ends. Wake-ups cover writes of every process on
+    PostgreSQL (store/notify.py), so a deployment may set it higher to spare the database."""
+    raw = os.environ.get("TOLLGATE_CONSOLE_RECHECK_S")
+    return float(raw) if raw else RECHECK_S
 
 
 _closing: asyncio.Event | None = None
@@ -80,7 +89,8 @@ async def pending_stream(request: Request, who: Operator) -> StreamingResponse:
         global _open_streams
         _open_streams += 1
         try:
-            async for chunk in pending_events(pending_snapshot, lambda: is_operator(who), closing=closing):
+            async for chunk in pending_events(pending_snapshot, lambda: is_operator(who), recheck_s=recheck_s(),
+                                              closing=closing):
                 yield chunk
         finally:
             _open_streams -= 1

@@ -12,7 +12,6 @@ import chainlit as cl
 
 from agent.events import (
     AgentEvent,
-    AnswerKept,
     ApprovalRequested,
     ApprovalResolved,
     AssistantMessageDone,
@@ -26,7 +25,7 @@ from agent.events import (
     UsageReport,
 )
 from store.values import Approval
-from ui import cards, history
+from ui import cards
 from ui.history import INCOMPLETE_MARK
 from ui.placement import parent_id, stamp
 from ui.safe_markdown import StreamSanitizer
@@ -67,6 +66,7 @@ class ChatRenderer:
         self._think_clean = StreamSanitizer()  # thinking is model text: no image reaches the browser either
         self._answer: cl.Message | None = None  # this turn's last answer: the usage line is its footer
         self._stored_cards: dict[str, dict[str, Any]] = {}  # approval id -> its card in the stored history
+        self._answer_ids: set[str] = set()
         self.cards = cards if cards is not None else {}
 
     def remember_cards(self, steps: list[dict[str, Any]]) -> None:
@@ -81,19 +81,20 @@ class ChatRenderer:
         match event:
             case ThinkingDelta(text=text, block=block):
                 await self._think(text, block)
-            case TextDelta(text=text):
+            case TextDelta(text=text, answer_id=answer_id):
                 await self._end_thinking()
                 if self._msg is None:  # stamped now: it is shown from its first token, so that is its place
-                    self._msg = cl.Message(content="", created_at=stamp())
+                    # The answer's id: the agent keeps it in the history under that id while it streams (a
+                    # second message of the same answer, after a thinking step, gets its own).
+                    shown = answer_id and answer_id not in self._answer_ids
+                    self._answer_ids.add(answer_id)
+                    self._msg = cl.Message(content="", created_at=stamp(), id=answer_id if shown else None)
                     self._clean = StreamSanitizer()
                     self._batcher = DeltaBatcher(self._stream_clean, interval_s=STREAM_INTERVAL_S)
                 assert self._batcher is not None
                 await self._batcher.add(text)
             case AssistantMessageDone(incomplete=cut):
                 await self._end_message(cut=cut)
-            case AnswerKept(text=text):
-                if self._msg is not None:
-                    await history.keep_partial_answer(dict(self._msg.to_dict()), text)
             case ToolStarted(tool_use_id=tid, name=name, input=args):
                 await self._end_thinking()
                 step = placed(cl.Step(name=reveal_line(name), type="tool", show_input="json"))

@@ -22,7 +22,7 @@ from agent.trace import TraceLog
 from store import records
 from store.db import Database
 from store.limits import StoreLimits
-from store.notify import PgListener
+from store.notify import ChangeRelay, PgListener
 from store.schema import SchemaError
 from tools import default_registry
 from tools.extra import extra_tools
@@ -40,11 +40,14 @@ class Runtime:
     agent: Agent
     demo: DemoModelProcess | None
     listener: PgListener | None = None
+    relay: ChangeRelay | None = None
     mcp: McpServers | None = None
 
     async def close(self) -> None:
         if self.listener is not None:
             await self.listener.close()
+        if self.relay is not None:
+            await self.relay.close()
         if self.mcp is not None:
             await self.mcp.close()
         await self.agent.close()
@@ -100,12 +103,15 @@ async def build_runtime(settings: Settings | None = None) -> Runtime:
     armed = await agent.recover()
     if armed:
         log.info("gave %d threads with pending approvals their deadline rows", armed)
-    listener = None
-    if not db.is_sqlite:  # a decision on another process reaches this one at once; the dispatcher also polls
-        listener = PgListener(db.url, agent.dispatcher.poke)
+    listener, relay = None, None
+    if not db.is_sqlite:
+        # A decision on another process reaches this one at once (the dispatcher also polls), and so does an
+        # approval asked or decided there: the operator console's push (the console also re-reads slowly).
+        listener = PgListener(db.url, agent.dispatcher.poke, origin=agent.member.id)
         listener.start()
+        relay = ChangeRelay(db, origin=agent.member.id)
     agent.dispatcher.start()
-    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener, mcp=mcp)
+    rt = Runtime(settings=settings, db=db, agent=agent, demo=demo, listener=listener, relay=relay, mcp=mcp)
     from ui import live  # ui.live builds on this module
 
     live.attach(rt)

@@ -29,7 +29,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with running(tmp_path_factory.mktemp("cluster"), apps=2, model_url=model.start(),
                      extra_env={"TOLLGATE_APPROVAL_TIMEOUT_S": str(APPROVAL_TIMEOUT_S),
                                 # a killed process's lease (if it died before releasing it) is free sooner
-                                "TOLLGATE_DEAD_AFTER_S": "8"}) as c:
+                                "TOLLGATE_DEAD_AFTER_S": "8",
+                                # the console re-reads on its own only hourly: what it shows at once was pushed
+                                "TOLLGATE_CONSOLE_RECHECK_S": "3600"}) as c:
             c.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
             c.cli("users", "add", "olga", "--password-stdin", "--role", "operator", stdin=PASSWORD + "\n")
             yield c
@@ -100,6 +102,30 @@ def test_an_operator_on_the_other_process_continues_alices_turn_live(cluster: Cl
     assert not (notes / "groceries.txt").exists()
     assert runs_of(cluster, thread_id, "delete_file") == 1
     assert (pinned_to(alice), pinned_to(console)) == ("a", "b")  # neither browser ever moved
+    alice.context.close()
+    console.context.close()
+
+
+def test_an_open_console_on_one_process_shows_an_approval_asked_on_the_other_without_reload(
+        cluster: Cluster, browser: Browser) -> None:
+    notes = cluster.workspace("alice") / "notes"
+    notes.mkdir(parents=True, exist_ok=True)
+    (notes / "receipts.txt").write_text("old")
+    console = login_on(browser, cluster, "olga", "b")
+    console.goto("/operator")
+    card = console.locator("[data-approval]").filter(has_text="delete_file — alice")
+    # the stream's first list is rendered (cards, or "nothing waiting"): from now on only a push can add one
+    expect(console.locator("#pending-list > *").first).to_be_visible(timeout=SLOW_MS)
+    expect(card).to_have_count(0)
+    alice = login_on(browser, cluster, "alice", "a")
+    send(alice, "delete receipts")
+    expect(alice.get_by_text("Waiting for an operator to decide.")).to_be_visible(timeout=SLOW_MS)
+    # asked on a; the console on b was not reloaded and re-reads on its own only hourly: pushed over NOTIFY
+    expect(card).to_have_count(1, timeout=SLOW_MS)
+    card.get_by_role("button", name="Reject", exact=True).click()
+    expect(alice.get_by_text("Rejected by olga")).to_be_visible(timeout=SLOW_MS)
+    assert (notes / "receipts.txt").read_text() == "old"
+    assert (pinned_to(alice), pinned_to(console)) == ("a", "b")
     alice.context.close()
     console.context.close()
 

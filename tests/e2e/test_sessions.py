@@ -151,3 +151,30 @@ async def test_forwarded_for_counts_only_from_the_trusted_proxy(behind_proxy: Se
         assert await _login(behind_proxy, f"guess-{i}", "wrong", headers=attacker) == 401
     assert await _login(behind_proxy, "rita", PASSWORD, headers=attacker) == 401  # that address is held
     assert await _login(behind_proxy, "rita", PASSWORD, headers={"X-Forwarded-For": "203.0.113.8"}) == 200
+
+
+@pytest.mark.parametrize("how", ["remove", "set-password"])
+async def test_a_socket_open_before_removal_or_a_new_password_is_closed(server: Server, how: str) -> None:
+    """The handshake is the only check a socket gets; a user removed (or whose password changed) by the CLI,
+    another process, must not keep chatting on a socket opened before. A socket logged in after stays."""
+    name = _user(server)
+    thief = Chat(server.url, name)
+    thief.token = (await _logged_in(server, name)).token
+    gone = asyncio.Event()
+    thief.sio.on("disconnect", lambda *_reason: gone.set())
+    assert await try_chat(thief, server.url, "websocket")
+    if how == "remove":
+        server.cli("users", "remove", name)
+    else:
+        server.cli("users", "set-password", name, "--password-stdin", stdin="a different passphrase\n")
+        owner = Chat(server.url, name)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/login", data={"username": name, "password": "a different passphrase"})
+            owner.token = r.cookies["access_token"]
+        assert await try_chat(owner, server.url, "websocket")
+    async with asyncio.timeout(30):
+        await gone.wait()
+    assert not thief.sio.connected
+    if how == "set-password":
+        assert owner.sio.connected  # the new login's socket is not the revoked one
+        await owner.sio.disconnect()

@@ -17,7 +17,7 @@ from mcp import types
 from pydantic import BaseModel, ConfigDict
 
 from tools.errors import ToolArgumentError
-from tools.registry import Tool, ToolContext, _clean_schema
+from tools.registry import Tool, ToolContext, make_tool
 
 SEPARATOR = "__"
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -86,10 +86,11 @@ def build_tool(server: str, spec: types.Tool, *, read_only: bool, timeout_s: flo
         f"MCP server {server}, tool {remote}: {clean_text(description, 300)} "
         f"— runs outside Tollgate and may change or send anything. "
         f"Server's own hints (unverified): {hint_text(hints)}.")
-    return McpTool(
+    return make_tool(
+        McpTool,
         name=f"{server}{SEPARATOR}{remote}",
         description=f"[MCP server {server}] {description}",
-        input_schema=_clean_schema(schema),
+        schema=schema,
         side_effect=not read_only,
         risk=risk,
         timeout_s=timeout_s,
