@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from store import schema, tables  # noqa: F401  (tables: every table on SQLModel.metadata)
@@ -30,6 +30,12 @@ BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL: every write transaction first takes this transaction-scoped advisory lock, so writes are
 # serialised across every process exactly as SQLite's BEGIN IMMEDIATE serialises them (docs/budgets.md says why).
 WRITE_LOCK_KEY = 0x7011_6A7F
+# Readers: a FIXED pool, no overflow. With overflow (4 + 4) every burst above 4 concurrent reads opened and closed
+# connections (on SQLite each one an aiosqlite thread plus the connect pragmas; 60+ threads came and went in 10 s
+# at 50 sessions): that churn grew with load. A ninth concurrent read waits for a connection instead (reads are
+# short: none holds its connection across anything but SQL).
+READER_POOL_SIZE = 8
+PG_POOL_SIZE = 10  # PostgreSQL: readers and the one queued writer share it; a new backend is a fork there
 T = TypeVar("T")
 
 
@@ -76,12 +82,12 @@ class Database:
             # it (aiosqlite hands off every statement: 3-4x slower per transaction, measured in bench/).
             self._writer = create_engine(make_url(url).set(drivername="sqlite"), pool_size=1, max_overflow=0)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-db-writer")
-            self._reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=4,
-                                               max_overflow=4)
+            self._reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=READER_POOL_SIZE,
+                                               max_overflow=0)
             _sqlite_pragmas(self._writer, immediate=True)
             _sqlite_pragmas(self._reader.sync_engine, immediate=False)
         else:  # PostgreSQL: one async engine does both; writes queue here first (see transact)
-            self._reader = create_async_engine(url, pool_size=10)
+            self._reader = create_async_engine(url, pool_size=PG_POOL_SIZE, max_overflow=0)
             self._pg_write_queue = asyncio.Lock()
 
     @classmethod
@@ -133,6 +139,11 @@ class Database:
             self._write_conn.close()
             self._write_conn = None
         self._writer.dispose()
+
+    @property
+    def reader_engine(self) -> AsyncEngine:
+        """The engine behind `read()` (on PostgreSQL also behind `transact`): for pool events and status."""
+        return self._reader
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
