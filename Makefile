@@ -57,7 +57,7 @@ TOLLGATE_MCP_CONFIG ?= examples/mcp.toml
 
 run: $(VENV)/.installed
 	CHAINLIT_HOST=$(HOST) $(BIN)/tollgate users ensure-demo
-	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/chainlit run app.py --headless --host $(HOST) --port $(PORT)
+	TOLLGATE_MCP_CONFIG=$(TOLLGATE_MCP_CONFIG) CHAINLIT_HOST=$(HOST) CHAINLIT_PORT=$(PORT) $(BIN)/tollgate serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-installed browser haproxy postgres
 	$(BIN)/ruff check .

@@ -1,50 +1,25 @@
-"""Chainlit entry point: wires chat events to the agent. Run with `make run`."""
+"""The chat's event handlers (Chainlit decorators) wired to the agent. Loaded by ui/web.py, which mounts
+Chainlit inside Tollgate's own app: serve with `tollgate serve` (`make run`), not `chainlit run app.py`."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from agent.config import Settings
-from ui.setup import ensure_auth_secret, restrict_origins, tune_gc_after_startup
+from ui import web
 
-ensure_auth_secret(Settings().data_dir)  # before chainlit checks for the secret
+if not web.building():  # `chainlit run app.py` would serve the chat without the guards ui/web.py puts around it
+    raise SystemExit("app.py is loaded by Tollgate's server: run `tollgate serve` (make run), not `chainlit run`")
 
-import chainlit as cl  # noqa: E402
-from chainlit.config import config as chainlit_config  # noqa: E402
-from chainlit.mcp import McpConnection  # noqa: E402
-from chainlit.server import app as chainlit_app  # noqa: E402
-from chainlit.types import ThreadDict  # noqa: E402
-from fastapi import Request, Response  # noqa: E402
-from mcp import ClientSession  # noqa: E402
+import chainlit as cl
+from chainlit.mcp import McpConnection
+from chainlit.types import ThreadDict
+from fastapi import Request, Response
+from mcp import ClientSession
 
-from ui import chat, client_steps, loop_monitor, operator, operator_page, security_headers, user_mcp  # noqa: E402
-from ui.chainlit_compat import drop_constructor_sleep, resume_thread_asked_on_a_restored_session  # noqa: E402
-from ui.datalayer import StoreDataLayer  # noqa: E402
-from ui.doors import guard_doors  # noqa: E402
-from ui.render import APPROVE, APPROVE_ALWAYS, CONTINUE, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS  # noqa: E402
-from ui.sessions import token_from  # noqa: E402
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-restrict_origins(chainlit_config.project.allow_origins)
-drop_constructor_sleep()
-operator.install(chainlit_app)
-guard_doors(chainlit_app)
-security_headers.install(chainlit_app, extra_inline_scripts=operator_page.INLINE_SCRIPTS)  # CSP on every response
-client_steps.install(chainlit_app)  # steps a client writes are bounded like user messages (ui/datalayer.py)
-resume_thread_asked_on_a_restored_session()  # a thread URL opened on a loaded machine resumes (ui/chainlit_compat)
-
-
-@cl.on_app_startup
-async def startup() -> None:
-    loop_monitor.start()  # measures event-loop stalls when TOLLGATE_LOOP_LAG_FILE is set (bench/)
-    await chat.runtime()
-    tune_gc_after_startup()
-
-
-@cl.on_app_shutdown
-async def shutdown() -> None:
-    await chat.shutdown()
+from ui import chat, user_mcp
+from ui.datalayer import StoreDataLayer
+from ui.render import APPROVE, APPROVE_ALWAYS, CONTINUE, REJECT, REJECT_WHY, RETRY, STOP_ALWAYS
+from ui.sessions import token_from
 
 
 @cl.password_auth_callback

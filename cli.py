@@ -309,10 +309,17 @@ def parser() -> argparse.ArgumentParser:
     current = db.add_parser("current", help="the database's schema revision and this version's newest")
     current.add_argument("--json", action="store_true")
     current.set_defaults(fn=db_current, upgrade_first=False)
+    sub.add_parser("serve", help="serve the chat and the operator console: --host, --port (CHAINLIT_HOST, "
+                   "CHAINLIT_PORT)", add_help=False)  # its options are ui/web.py's
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the server (ui/web.py): imported only here, the other commands never load chainlit
+        from ui.web import main as serve
+
+        return serve(argv[1:])
     args = parser().parse_args(argv)
     fn: Callable[[Database, argparse.Namespace], Awaitable[int]] = args.fn
 

@@ -1,4 +1,4 @@
-"""Benchmark: N concurrent chat sessions against the REAL server (`chainlit run app.py`) over socket.io.
+"""Benchmark: N concurrent chat sessions against the REAL server (`tollgate serve`) over socket.io.
 
 Three processes: the demo model (DemoBrain, first token 300 ms, unpaced; `--serve-model` of this file,
 reached via ANTHROPIC_API_KEY + ANTHROPIC_BASE_URL); the chainlit server (fresh data dir per level, budgets
@@ -45,23 +45,17 @@ THINK_S = float(os.environ.get("BENCH_THINK_S", "0"))
 TAG = re.compile(r"^\[t:(\w+)\] ")
 LIMITS = {"TOLLGATE_USER_DAILY_USD": "100000", "TOLLGATE_USER_MONTHLY_USD": "100000",
           "TOLLGATE_GLOBAL_DAILY_USD": "1000000", "TOLLGATE_MAX_USD_PER_THREAD": "100000"}
-# BENCH_PROFILE=file: the server runs this entry instead of app.py, to profile its loop thread.
+# BENCH_PROFILE=file: the server runs this entry instead of `tollgate serve`, to profile its loop thread.
 PROFILED_ENTRY = """import cProfile, os, sys
 sys.path.insert(0, {root!r})
-import chainlit as cl
-import app
+from ui import web
 PROFILE = cProfile.Profile()
-
-@cl.on_app_startup
-async def startup_profiled() -> None:
-    await app.startup()
-    PROFILE.enable()
-
-@cl.on_app_shutdown
-async def shutdown_profiled() -> None:
+PROFILE.enable()  # start-up included (ui/web.py's lifespan runs inside uvicorn)
+try:
+    web.main(sys.argv[1:])
+finally:
     PROFILE.disable()
     PROFILE.dump_stats(os.environ["BENCH_PROFILE"])
-    await app.shutdown()
 """
 
 
@@ -144,7 +138,7 @@ def rss_mb(pid: int) -> float:
 
 
 def launch(work: Path, model_url: str, lag_file: Path) -> Server:
-    entry = "app.py"
+    entry = None
     if os.environ.get("BENCH_PROFILE"):
         (work / "entry.py").write_text(PROFILED_ENTRY.format(root=str(ROOT)))
         entry = str(work / "entry.py")

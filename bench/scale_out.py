@@ -1,7 +1,7 @@
 """Benchmark: Tollgate past one process (issue #18) — the same load against different deployments, alternating.
 
 Configurations (`--configs`, the FIRST is the baseline every ratio is taken against):
-  sqlite  one `chainlit run app.py` on SQLite, reached directly
+  sqlite  one app process (`python -m ui.web`) on SQLite, reached directly
   pg      one app process on PostgreSQL (throwaway cluster, fsync off), reached directly
   pg1h    one app process on PostgreSQL behind haproxy (tests/cluster.py's configuration)
   pg2h    two app processes on one PostgreSQL behind haproxy (round robin; each websocket stays on its process)
@@ -100,9 +100,14 @@ class Deployment:
                "CHAINLIT_AUTH_SECRET": secrets.token_urlsafe(48), "TOLLGATE_WORKSPACES": str(self.work / "ws")}
         proxy_port = free_port()
         env["TOLLGATE_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{proxy_port}"
-        entry = str(self.tree / "app.py")
+        # Tollgate as that revision serves it (`python -m ui.web`, its own tree on sys.path; a revision from before
+        # ui/web.py is served by `chainlit run app.py`); the floor is a plain chainlit app.
+        chainlit_bin = str(Path(sys.executable).parent / "chainlit")
+        command = ([sys.executable, "-m", "ui.web"] if (self.tree / "ui" / "web.py").exists()
+                   else [chainlit_bin, "run", "app.py", "--headless"])
         if self.config == "floor":
-            entry, env["BENCH_FLOOR_WORKSPACES"] = str(self.tree / "bench" / "floor_app.py"), str(self.work / "ws")
+            command = [chainlit_bin, "run", str(self.tree / "bench" / "floor_app.py"), "--headless"]
+            env["BENCH_FLOOR_WORKSPACES"] = str(self.work / "ws")
         elif self.config == "sqlite":
             await add_users(self.work / "app-0" / "data", None)
         else:
@@ -115,7 +120,8 @@ class Deployment:
             self.db_url = env["TOLLGATE_DATABASE_URL"] = self.pg.url.rsplit("/", 1)[0] + "/" + name
             await add_users(None, self.db_url)
         for i in range(APPS[self.config]):
-            self.apps.append(start_server(self.work / f"app-{i}" / "data", env, entry=entry, ready_timeout_s=300))
+            self.apps.append(start_server(self.work / f"app-{i}" / "data", env, command=command, cwd=self.tree,
+                                          ready_timeout_s=300))
         if self.quota:
             for i, app in enumerate(self.apps):
                 self.quotas.append(Quota(f"{self.work.name}-{i}", self.quota))

@@ -1,5 +1,6 @@
-"""Benchmark 3: `chainlit run app.py` launch → first HTTP 200 on / (as tests/e2e/conftest.py does, temp data
-dir, demo model), median of 3; plus `python -X importtime -c "import app"`-style top 5 of the heavy modules.
+"""Benchmark 3: `tollgate serve` launch → first HTTP 200 on / (as tests/e2e/conftest.py does, temp data
+dir, demo model), median of 3; plus `python -X importtime` of building the app (ui/web.py: it loads app.py),
+top 5 of the heavy modules.
 Run: .venv/bin/python bench/startup.py
 """
 
@@ -43,8 +44,8 @@ def one_start(tmp: Path, prefix: Path | None = None) -> float:
     env = cache_env(env, prefix)
     log = (tmp / f"server-{port}.log").open("wb")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(BIN / "chainlit"), "run", "app.py", "--headless", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(BIN / "tollgate"), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         while True:
             if proc.poll() is not None:
@@ -71,7 +72,8 @@ def one_start(tmp: Path, prefix: Path | None = None) -> float:
 def importtime(tmp: Path, prefix: Path | None = None) -> tuple[float, list[tuple[float, str]]]:
     env = cache_env({**os.environ, "TOLLGATE_DATA_DIR": str(tmp / "imp")}, prefix)
     env.pop("ANTHROPIC_API_KEY", None)
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"], cwd=ROOT, env=env,
+    build = "from ui import web; web.build_app()"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", build], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     rows: list[tuple[float, str, int]] = []
     for line in done.stderr.splitlines():
@@ -100,10 +102,11 @@ def main() -> None:
     print(table(["measure", "as configured (PYTHONDONTWRITEBYTECODE=1, no .pyc)", "with cached bytecode"],
                 [["launch → first 200 on /, median of 3 (s)", median(cold), median(warm)],
                  ["runs (s)", ", ".join(f"{x:.2f}" for x in cold), ", ".join(f"{x:.2f}" for x in warm)],
-                 ["`import app` (s, -X importtime, sum of top-level imports)", total, total_w]]))
+                 ["building the app (s, -X importtime, sum of top-level imports)", total, total_w]]))
     print(f"\nratio with cached bytecode / as configured: start {median(warm) / median(cold):.2f}×, "
           f"import {total_w / total:.2f}×")
-    print("\nHeaviest top-level packages imported by app.py (cumulative s, -X importtime; nested packages overlap):\n")
+    print("\nHeaviest top-level packages imported building the app (cumulative s, -X importtime; nested packages "
+          "overlap):\n")
     print(table(["package", "as configured", "package", "with cached bytecode"],
                 [[k, v, k2, v2] for (v, k), (v2, k2) in zip(top, top_w, strict=False)]))
 

@@ -1,5 +1,5 @@
 """A Tollgate deployment of several processes on one machine: a throwaway PostgreSQL, ONE shared demo-model
-process, N `chainlit run` app processes on one database, auth secret and workspaces dir, and haproxy in
+process, N `tollgate serve` app processes on one database, auth secret and workspaces dir, and haproxy in
 front with cookie stickiness (README "Past one machine"). `make cluster` runs `main`; tests/e2e/test_cluster.py
 and bench/ reuse the pieces.
 

@@ -1,5 +1,6 @@
-"""What app.py changes in chainlit (its message and step constructors no longer block the event loop), and
-that every chainlit internal ui/chainlit_compat.py relies on is still where it was."""
+"""What Tollgate's app (ui/web.py) changes in chainlit (its message and step constructors no longer block the
+event loop; nothing is inserted into chainlit's own router), and that every chainlit internal
+ui/chainlit_compat.py relies on is still where it was."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from store import steps as step_store
 from store import threads as thread_store
 
 ROOT = Path(__file__).resolve().parents[1]
-# The app as `chainlit run` loads it; then one Message and one Step built with time.sleep recorded.
+# The app as `tollgate serve` builds it; then one Message and one Step built with time.sleep recorded.
 PROBE = """
 import asyncio, time
-import app
+from ui import web
+web.build_app()
 import chainlit as cl
 from chainlit.context import init_http_context
 
@@ -55,18 +57,16 @@ async def test_steps_written_with_the_same_created_at_keep_their_write_order(db)
     assert [s["name"] for s in listed] == list(reversed(names))
 
 
-# The app's start-up hook, then what the cyclic collector still has to walk in a full collection.
+# The app's start-up (its lifespan), then what the cyclic collector still has to walk in a full collection.
 STARTUP_PROBE = """
 import asyncio, gc
-import app
+from ui import web
 
 async def main():
-    await app.startup()
-    try:
+    app = web.build_app()
+    async with web.lifespan(app):
         print("frozen", gc.get_freeze_count(), "walked", len(gc.get_objects(generation=2)),
               "young", gc.get_threshold()[0])
-    finally:
-        await app.shutdown()
 
 asyncio.run(main())
 """
@@ -108,7 +108,25 @@ INTERNALS = {
         "    assert not re.search(r'(?<!time\\.)\\bsleep\\(', inspect.getsource(module)), name\n"),
     "upload route POST /project/file": (
         "from chainlit.server import router\n"  # the APIRouter chainlit includes in its app
-        "assert any(r.path == '/project/file' and 'POST' in r.methods for r in router.routes)\n"),
+        "from ui.chainlit_compat import UPLOAD_PATH\n"
+        "assert any(r.path == UPLOAD_PATH and 'POST' in r.methods for r in router.routes)\n"),
+    "allow_origins read once, at chainlit.server's import": (
+        "from chainlit.config import config\n"
+        "config.project.allow_origins = ['http://only.example:1']\n"
+        "import chainlit.server\n"
+        "from starlette.middleware.cors import CORSMiddleware\n"
+        "cors = [m for m in chainlit.server.app.user_middleware if m.cls is CORSMiddleware]\n"
+        "assert len(cors) == 1 and cors[0].kwargs['allow_origins'] == ['http://only.example:1'], cors\n"),
+    "the index built by chainlit.server.get_html_template at each request": (
+        "import inspect, chainlit.server\n"
+        "assert list(inspect.signature(chainlit.server.get_html_template).parameters) == ['root_path']\n"
+        "assert 'html_template = get_html_template(root_path)' in inspect.getsource(chainlit.server.serve)\n"),
+    "mount_chainlit(app, target, path) loads the target and mounts chainlit's app": (
+        "import inspect\n"
+        "from chainlit.utils import mount_chainlit\n"
+        "assert list(inspect.signature(mount_chainlit).parameters) == ['app', 'target', 'path']\n"
+        "source = inspect.getsource(mount_chainlit)\n"
+        "assert 'load_module(config.run.module_name)' in source and 'app.mount(path, chainlit_app)' in source\n"),
     "client messages through ChainlitEmitter.process_message": (
         "import inspect, chainlit.emitter, chainlit.socket\n"
         "from chainlit.emitter import ChainlitEmitter\n"
@@ -159,3 +177,38 @@ def test_each_chainlit_internal_the_adapter_relies_on_is_where_chainlit_2_12_kee
     done = subprocess.run([sys.executable, "-c", "import chainlit\n" + probe + "print('ok')\n"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# Tollgate's app as `tollgate serve` builds it: our routes ahead of the mount, chainlit's own router untouched,
+# chainlit's CORS list ours, and chainlit's lifespan (which ends the process with os._exit) not ours.
+BUILD_PROBE = """
+from ui import web
+app = web.build_app()
+import chainlit.server
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
+paths = [getattr(r, "path", "") for r in app.router.routes]
+mount = next(i for i, r in enumerate(app.router.routes) if isinstance(r, Mount))
+assert mount == len(paths) - 1 and app.router.routes[mount].app is chainlit.server.app, paths
+assert "/project/file" in paths and len(paths) == 3, paths  # the console's router, the upload refusal, the mount
+assert not any(getattr(r, "path", "").startswith("/operator") for r in chainlit.server.app.router.routes)
+cors = [m for m in chainlit.server.app.user_middleware if m.cls is CORSMiddleware]
+assert cors[0].kwargs["allow_origins"] == ["http://127.0.0.1:8123", "http://localhost:8123"], cors
+assert app.router.lifespan_context is not chainlit.server.app.router.lifespan_context
+print("ok")
+"""
+
+
+def test_tollgates_app_owns_its_routes_and_lifespan_and_leaves_chainlits_router_alone(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "TOLLGATE_DATA_DIR": str(tmp_path), "HOME": str(tmp_path), "CHAINLIT_PORT": "8123"}
+    out = subprocess.run([sys.executable, "-c", BUILD_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_app_py_refuses_to_be_served_without_tollgates_guards(tmp_path):
+    # `chainlit run app.py` would serve the chat without the origin checks, CSP and session guards.
+    env = {"PATH": "/usr/bin:/bin", "TOLLGATE_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "tollgate serve" in out.stderr, out.stderr[-2000:]

@@ -56,14 +56,42 @@ async def disconnect_sockets_of(user: str, issued_before: Callable[[str | None],
     return len(sids)
 
 
-def shadow_upload_route(app: Any, endpoint: Callable[[], Awaitable[Any]]) -> None:
-    """Answer chainlit's upload route with `endpoint`, ahead of chainlit's own handler (which reads the
-    whole body before checking that uploads are on).
+UPLOAD_PATH = "/project/file"  # chainlit 2.12 serves uploads at POST here (chainlit/server.py)
 
-    Relies on chainlit 2.12 serving uploads at `POST /project/file` (chainlit/server.py) on the app it
-    routes in registration order; tests/test_chainlit_compat.py fails loudly if the route moves."""
-    app.router.add_api_route("/project/file", endpoint, methods=["POST"])
-    app.router.routes.insert(0, app.router.routes.pop())  # before chainlit's own route
+
+def set_allowed_origins(origins: list[str]) -> None:
+    """Chainlit's CORS list (its `allow_origins` setting) is `origins`, set before chainlit builds its app.
+
+    Relies on chainlit 2.12 reading `config.project.allow_origins` once, when `chainlit.server` is imported
+    (its CORSMiddleware); tests/test_chainlit_compat.py fails loudly if not. Raises if that import already
+    happened: the setting would be ignored and chainlit would answer CORS for any origin."""
+    import sys
+
+    from chainlit.config import config
+
+    if "chainlit.server" in sys.modules:
+        raise RuntimeError("chainlit.server was imported before Tollgate set its allowed origins")
+    config.project.allow_origins = list(origins)
+
+
+def serve_index_through(transform: Callable[[str], str]) -> Callable[[str], str]:
+    """Chainlit's index page (every SPA path) is `transform(html)`; returns the wrapped template function.
+
+    Relies on chainlit 2.12 building the page with the module function `chainlit.server.get_html_template(
+    root_path)`, looked up at each request by its catch-all route; tests/test_chainlit_compat.py fails loudly
+    if not. Idempotent (a second call does not wrap twice)."""
+    import chainlit.server as server
+
+    original: Callable[[str], str] = server.get_html_template
+    if getattr(original, "_tollgate_wrapped", False):
+        return original
+
+    def get_html_template(root_path: str) -> str:
+        return transform(original(root_path))
+
+    get_html_template._tollgate_wrapped = True  # type: ignore[attr-defined]
+    server.get_html_template = get_html_template
+    return get_html_template
 
 
 def before_client_message(note: Callable[[Any, Any], None]) -> None:

@@ -3,8 +3,8 @@ middleware puts the peer address in a context variable for the duration of each 
 
 The peer is uvicorn's `scope["client"]`. uvicorn rewrites it from X-Forwarded-For when the peer is in
 FORWARDED_ALLOW_IPS, which it defaults to 127.0.0.1: any local process could then claim any address.
-`trust_forwarded_for_only_from_proxy` (called by app.py before uvicorn is configured; chainlit loads the
-app before it builds uvicorn's Config) sets that list to TOLLGATE_TRUSTED_PROXY, empty by default."""
+`trust_forwarded_for_only_from_proxy` (called while ui/web.py builds the app, before uvicorn is configured)
+sets that list to TOLLGATE_TRUSTED_PROXY, empty by default."""
 
 from __future__ import annotations
 

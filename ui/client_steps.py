@@ -52,7 +52,8 @@ def _edit_allowed(sid: str, payload: Any) -> bool:
 
 
 def install(app: FastAPI) -> None:
+    """Call before chainlit is mounted on `app`: the upload route then answers ahead of chainlit's."""
     if not config.features.spontaneous_file_upload or not config.features.spontaneous_file_upload.enabled:
-        chainlit_compat.shadow_upload_route(app, _uploads_off)
+        app.add_api_route(chainlit_compat.UPLOAD_PATH, _uploads_off, methods=["POST"])
     chainlit_compat.before_client_message(_note)  # before chainlit schedules the step's persistence
     chainlit_compat.before_socket_event("edit_message", _edit_allowed)

@@ -1,5 +1,6 @@
-"""Puts the request guards around chainlit's app: origin first (outermost), then the client's address
-(login limits), then revoked sessions. Each guard is a small ASGI middleware in its own module."""
+"""Puts the request guards around Tollgate's app (ui/web.py, which mounts chainlit): origin first (outermost),
+then the client's address (login limits), then revoked sessions. Each guard is a small ASGI middleware in its
+own module."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ async def _db() -> Database:
 
 
 def guard_doors(app: FastAPI) -> None:
-    trust_forwarded_for_only_from_proxy()  # before chainlit builds uvicorn's Config (after loading the app)
+    trust_forwarded_for_only_from_proxy()  # before ui/web.py builds uvicorn's Config
     # add_middleware puts each new one outside the previous ones: add the innermost first.
     user_mcp.configure()  # chainlit's MCP button follows TOLLGATE_USER_MCP (off by default)
     app.add_middleware(user_mcp.UserMcpGate)  # checks a user's MCP server URL before chainlit connects to it

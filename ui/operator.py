@@ -1,4 +1,4 @@
-"""The operator console at /operator, served by chainlit's own FastAPI app (no second server).
+"""The operator console at /operator, served by Tollgate's app next to the chat it mounts (ui/web.py).
 
 Same login as the chat (chainlit's JWT cookie); every route checks the role in our store, so a
 user who is not an operator gets 403 on the page and on every API it calls.
@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -184,8 +184,3 @@ async def mcp_status(who: Operator) -> dict[str, Any]:
             "user_servers": {"enabled": user_mcp.enabled(),
                              "connected": rt.user_mcp.connected if rt.user_mcp is not None else 0}}
 
-
-def install(app: FastAPI) -> None:
-    """Put the console's routes before chainlit's catch-all page route, which would shadow them."""
-    for route in reversed(router.routes):
-        app.router.routes.insert(0, route)

@@ -2,7 +2,7 @@
 is ui/operator_feed.py. A stream lasts at most MAX_AGE_S: the browser's EventSource reconnects by itself,
 and every reconnect passes the login, revocation, role and origin checks again.
 
-Uvicorn (as chainlit runs it, with no graceful-shutdown timeout) waits for every open response before it
+Uvicorn (as ui/web.py runs it, with no graceful-shutdown timeout) waits for every open response before it
 stops, and a stream never finishes by itself: an open console held SIGTERM for minutes. So the first
 stream chains a handler in front of uvicorn's for SIGINT/SIGTERM that ends every stream, then lets
 uvicorn's own handler run.

@@ -88,20 +88,14 @@ class SecurityHeaders:
 
 def install(app: Any, *, extra_inline_scripts: Iterable[str] = ()) -> str:
     """Serve chainlit's index without CDN links, pin raw HTML in markdown off, and add the headers to
-    every response of `app` (chainlit's FastAPI app; call before it serves). Returns the policy."""
-    import chainlit.server as server
+    every response of `app` (Tollgate's app around chainlit, ui/web.py; call before it serves). Returns the policy."""
     from chainlit.config import config
+
+    from ui import chainlit_compat
 
     config.features.unsafe_allow_html = False  # raw <img>/<svg> in markdown stays text, whatever the toml says
     config.features.user_message_markdown = False  # the user's own text is shown as typed (no image in it)
-    original: Callable[[str], str] = server.get_html_template
-    if not getattr(original, "_tollgate_wrapped", False):
-        def get_html_template(root_path: str) -> str:
-            return without_off_origin_links(original(root_path))
-
-        get_html_template._tollgate_wrapped = True  # type: ignore[attr-defined]
-        server.get_html_template = get_html_template
-    template: Callable[[str], str] = server.get_html_template
+    template = chainlit_compat.serve_index_through(without_off_origin_links)
     scripts = inline_scripts(template("")) + list(extra_inline_scripts)
     csp = policy(script_hash(s) for s in scripts)
     app.add_middleware(SecurityHeaders, csp=csp)

@@ -53,18 +53,12 @@ def allowed_origins() -> list[str]:
 
 
 def listen_host() -> str:
-    """The address chainlit listens on (`chainlit run --host` sets CHAINLIT_HOST before loading the app)."""
+    """The address the server listens on (`tollgate serve --host` sets CHAINLIT_HOST before building the app)."""
     return os.environ.get("CHAINLIT_HOST") or os.environ.get("HOST") or "127.0.0.1"
 
 
 def listens_on_loopback() -> bool:
     return listen_host() in LOOPBACK
-
-
-def restrict_origins(configured: list[str]) -> None:
-    """Chainlit's CORS middleware holds this very list and builds itself on the first request,
-    so replacing its items in place (before serving) restricts it."""
-    configured[:] = allowed_origins()
 
 
 def tune_gc_after_startup() -> None:

@@ -1,4 +1,5 @@
-"""A real `chainlit run` subprocess on a free port, and Debian's Chromium driven by Playwright."""
+"""A real server (`tollgate serve`: Tollgate's app mounting Chainlit, ui/web.py) on a free port, and Debian's Chromium
+driven by Playwright."""
 
 from __future__ import annotations
 
@@ -48,10 +49,13 @@ class Server:
         return done.stdout.decode()
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str = "app.py",
-                 port: int | None = None, ready_timeout_s: float = 90) -> Server:
-    """`chainlit run` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
-    inherited from the shell never leaks into tests, one passed here is used. `port`: a restart on the same one."""
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry: str | None = None,
+                 port: int | None = None, ready_timeout_s: float = 90, command: list[str] | None = None,
+                 cwd: Path = ROOT) -> Server:
+    """`tollgate serve` with the embedded demo model unless `extra_env` sets ANTHROPIC_API_KEY: a key
+    inherited from the shell never leaks into tests, one passed here is used. `port`: a restart on the same one.
+    `entry`: a Python script run instead (given --host and --port), e.g. one that profiles ui.web.main.
+    `command` (given --host and --port) and `cwd`: another server altogether, e.g. bench/'s floor app."""
     port = port or free_port()
     inherited = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "CHAINLIT_AUTH_SECRET")}
     env = {**inherited, "TOLLGATE_DATA_DIR": str(data_dir), "CHAINLIT_HOST": "127.0.0.1",
@@ -60,8 +64,9 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, entry:
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([str(BIN / "chainlit"), "run", entry, "--headless", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        command = command or ([str(BIN / "tollgate"), "serve"] if entry is None else [sys.executable, entry])
+        proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log=log, env=env)
     deadline = time.monotonic() + ready_timeout_s
     while True:  # readiness is an observable event: the first 200 from the server

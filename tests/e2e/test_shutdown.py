@@ -1,6 +1,6 @@
-"""SIGTERM of the real server: the app's shutdown hook closes the runtime, which flushes the spans the
-OpenTelemetry export still holds, before chainlit's lifespan ends the process with os._exit(0) (which lost
-the batch: the export thread died with the process)."""
+"""SIGTERM of the real server: it shuts down through Tollgate's own lifespan (ui/web.py), so the spans the
+OpenTelemetry export still holds reach the collector before the process exits (chainlit's lifespan ended the
+process with os._exit(0) and the batch was lost)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ async def test_sigterm_flushes_the_spans_still_batched_for_opentelemetry(tmp_pat
         await alice.close()
         assert not collector.received.exists()  # still in the batch
         srv.proc.terminate()
-        assert await asyncio.to_thread(srv.proc.wait, 60) == 0
+        assert await asyncio.to_thread(srv.proc.wait, 60) == 0  # a clean exit, not os._exit from chainlit
     finally:
         if srv.proc.poll() is None:
             stop_server(srv)
