@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
-import httpx
-
 from store.values import StoredMessage
 from tools import Tool
+from tools.netguard import contacted_host
 
 # A URL as typed: scheme, then anything up to whitespace or a character that cannot be part of one.
 _TYPED_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
@@ -105,21 +104,12 @@ def _safe(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def ascii_host(host: str) -> str | None:
-    """The host as it is looked up and contacted (IDNA: "аpple.com" is "xn--pple-43d.com"), as fetch_url does
-    through httpx; None when it is not a valid name."""
-    try:
-        return httpx.URL(f"http://{host}/").raw_host.decode("ascii")
-    except (httpx.InvalidURL, UnicodeError, ValueError):
-        return None
-
-
 def _destination(hostport: str, host: str) -> str:
     """The card's line for where a request goes. A name with non-ASCII letters is shown in the form that is
     contacted: letters from another alphabet can imitate a familiar name ("аpple.com" with a Cyrillic а)."""
     if host.isascii():
         return f"Sends a request to {_safe(hostport)}; everything in the address leaves this machine."
-    contacted = ascii_host(host)
+    contacted = contacted_host(host)  # as fetch_url contacts it
     if contacted is None:
         return "The address's host is not a valid name; read it in full above."
     port = hostport[len(host):]

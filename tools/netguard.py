@@ -9,7 +9,6 @@ again, which closes the DNS-rebinding gap between check and connect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -97,12 +96,19 @@ def _is_forbidden(ip: IPAddress) -> bool:
     )
 
 
+def contacted_host(host: str) -> str | None:
+    """The host as it is looked up and contacted, as httpx sends it (IDNA: "аpple.com" is "xn--pple-43d.com");
+    None when it is not a valid name."""
+    try:
+        return httpx.URL(f"http://{host.strip()}/").raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
+
+
 def _contacted_form(host: str) -> str:
     """An allowed host as a URL's host compares: IDNA ("bücher.example" allows "xn--bcher-kva.example"),
     lower case, no trailing dot. A name that is not valid IDNA is kept as written and matches nothing."""
-    with contextlib.suppress(httpx.InvalidURL, UnicodeError, ValueError):
-        host = httpx.URL(f"http://{host.strip()}/").raw_host.decode("ascii")
-    return host.lower().rstrip(".")
+    return (contacted_host(host) or host).lower().rstrip(".")
 
 
 def parse_url(raw: str, policy: FetchPolicy) -> httpx.URL:
