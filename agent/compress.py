@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,7 @@ from agent.config import Settings
 from agent.context import ModelRequest, Summary, block_tokens, build_request
 from agent.events import AgentEvent, ContextCompressed
 from agent.model import ModelClient, ModelError
+from agent.reservation import PromptSizer
 from agent.thread_model import ModelChoice
 from agent.trace import NULL_TRACE, TraceLog, trace_model_call
 from agent.wording import SUMMARY_REQUEST
@@ -48,7 +47,6 @@ _RESULT_CHARS = 1_500  # per tool result in the transcript: enough for the gist,
 _TEXT_CHARS = 4_000
 _TRANSCRIPT_CHARS = 120_000  # far below the summary model's context window
 STALE_THINKING = "bound to a different conversation"  # the API's words for thinking whose prefix changed
-COUNT_SLACK_TOKENS = 16  # on top of the percentage margin: a tiny prompt's count rounds the other way too
 
 Emit = Callable[[AgentEvent], Awaitable[None]]
 
@@ -137,8 +135,7 @@ class ModelContext:
         self.compressions = 0
         self._stale_thinking: dict[str, int] = {}  # thread: drop thinking of messages before this seq
         self._last_exact: dict[str, tuple[int, int]] = {}  # thread: (exact tokens of the last call, estimate)
-        self.count_latencies_ms: deque[float] = deque(maxlen=1_000)  # count_tokens calls (bench/, tests)
-        self.count_fallbacks = 0  # reservations sized by the byte estimate because counting failed
+        self.sizer = PromptSizer(settings, model)  # the prompt tokens each chat call reserves for
         self._compress_next: set[str] = set()  # threads to compress at their next turn start, whatever the size
         if settings.cache_strategy != "none":
             check_prefix_cacheable(self._build([], tools, None), settings.model)
@@ -173,33 +170,18 @@ class ModelContext:
         thread's thinking bound to an older prefix, that thinking is dropped before the call is made."""
         request, cost = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id, messages=messages,
                                                tools=tools, emit=emit)
-        tokens, refusal = await self.reservation_tokens(request, choice)
+        tokens, refusal = await self.sizer.tokens(thread_id, turn_id, request, choice)
         if STALE_THINKING in refusal and self.drop_stale_thinking(thread_id, messages):
             request, more = await self.request_for(owner=owner, thread_id=thread_id, turn_id=turn_id,
                                                    messages=messages, tools=tools, emit=emit)
-            tokens, _ = await self.reservation_tokens(request, choice)
+            tokens, _ = await self.sizer.tokens(thread_id, turn_id, request, choice)
             cost += more
         return request, cost, tokens
 
-    async def reservation_tokens(self, request: ModelRequest, choice: ModelChoice) -> tuple[int, str]:
-        """(prompt tokens a chat call reserves for, the count's refusal or ""): the API's own count (same
-        system, tools, messages and thinking) plus a margin; the byte estimate when counting is off, fails
-        or is slow. Never raises."""
-        s = self.settings
-        if not s.count_tokens_enabled:
-            return request.estimated_tokens(), ""
-        started = time.perf_counter()
-        counted = await self.model.count_tokens(model=choice.model, system=request.system, tools=request.tools,
-                                                messages=request.messages, thinking=choice.thinking_config(),
-                                                effort=choice.effort, timeout_s=s.count_tokens_timeout_s)
-        self.count_latencies_ms.append((time.perf_counter() - started) * 1000)
-        if counted.tokens is None:
-            self.count_fallbacks += 1
-            log.warning("count_tokens failed, refused or timed out: reserving by the byte estimate")
-            return request.estimated_tokens(), counted.refusal
-        return -(-counted.tokens * (100 + s.count_tokens_margin_pct) // 100) + COUNT_SLACK_TOKENS, ""
-
-    def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage) -> CacheEvent | None:
+    def observe(self, thread_id: str, request: ModelRequest, usage: TokenUsage, *, turn_id: str = "",
+                choice: ModelChoice | None = None, stop_reason: str = "") -> CacheEvent | None:
+        if choice is not None:  # a chat call of a turn: what sizes its follow-up's reservation
+            self.sizer.observe(thread_id, turn_id, request, choice, usage, stop_reason)
         # The API's own count of this prompt: what the next prompt starts from.
         self._last_exact[thread_id] = (usage.prompt_tokens, request.prompt_tokens())
         while len(self._last_exact) > 2_000:

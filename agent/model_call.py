@@ -20,7 +20,7 @@ from agent.events import AnswerKept, AssistantMessageDone, EventSink, Notice, Te
 from agent.model import ModelError, ModelResult, StreamProgress
 from agent.partial import PartialAnswer
 from agent.steps import Finished, NextCall, NextStep, Stopped
-from agent.thread_model import for_thread
+from agent.thread_model import ModelChoice, for_thread
 from agent.trace import trace_model_call
 from agent.turn import CUT_STOPS, Turn, add_usage, safe_emit, stop_notice, with_streamed_output
 from store.fencing import Fence, LeaseLost
@@ -37,7 +37,8 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
     d, s = deps, deps.settings
     choice = await for_thread(d.db, s, thread_id=thread_id)
     # --- context (agent/compress.py): breakpoints, stored summary, compression when due ---
-    # (and the prompt's size from the free count_tokens endpoint, for the reservation)
+    # (and the prompt's size for the reservation: the free count_tokens endpoint at the turn's first call,
+    # the previous call's bill plus what was appended since at its follow-ups, agent/reservation.py)
     request, summary_cost, prompt_tokens = await context.prepare(
         owner=owner, thread_id=thread_id, turn_id=turn.id, messages=messages,
         tools=d.registry_for(owner).api_definitions(), emit=lambda e: safe_emit(emit, e), choice=choice)
@@ -88,7 +89,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
         await asyncio.shield(_on_cancel(deps, reservation, answer, progress))
         raise
     # The answer has arrived: a stop pressed now still settles and stores it (the turn then ends cancelled).
-    recording = asyncio.ensure_future(_record(deps, context, owner, thread_id, messages, turn, choice.model,
+    recording = asyncio.ensure_future(_record(deps, context, owner, thread_id, messages, turn, choice,
                                               request, reservation, answer, result))
     try:
         content, cut = await asyncio.shield(recording)
@@ -101,7 +102,7 @@ async def call_model(deps: AgentDeps, context: ModelContext, *, owner: str, thre
 
 
 async def _record(deps: AgentDeps, context: ModelContext, owner: str, thread_id: str,
-                  messages: list[StoredMessage], turn: Turn, model: str, request: ModelRequest,
+                  messages: list[StoredMessage], turn: Turn, choice: ModelChoice, request: ModelRequest,
                   reservation: Reservation, answer: PartialAnswer,
                   result: ModelResult) -> tuple[list[dict[str, Any]], bool]:
     """Settle the call and store its answer (in place of the kept partial, if any); the content and whether
@@ -110,10 +111,11 @@ async def _record(deps: AgentDeps, context: ModelContext, owner: str, thread_id:
     cost = await d.budget.settle(reservation, result.usage, stop_reason=result.stop_reason,
                                  ttft_ms=result.ttft_ms, latency_ms=result.latency_ms)
     turn.cost_nano += cost
-    trace_model_call(d.trace, owner, thread_id, turn.id, model, result.usage, cost,
+    trace_model_call(d.trace, owner, thread_id, turn.id, choice.model, result.usage, cost,
                      stop_reason=result.stop_reason, ttft_ms=result.ttft_ms, latency_ms=result.latency_ms,
                      retries=result.retries, error=None)
-    context.observe(thread_id, request, result.usage)  # counts and logs cache breaks
+    # counts and logs cache breaks; keeps the bill that sizes this turn's next call (agent/reservation.py)
+    context.observe(thread_id, request, result.usage, turn_id=turn.id, choice=choice, stop_reason=result.stop_reason)
     turn.usage = add_usage(turn.usage, result.usage)
     turn.calls += 1
     turn.stop_reason = result.stop_reason

@@ -43,14 +43,14 @@ async def _run(count: bool) -> tuple[dict[int, list[float]], list[float]]:
         try:
             tid = (await thread_store.create_thread(bench.db, owner="alice")).id
             for turn in range(1, BUCKETS[-1][1] + 1):
-                before = len(bench.agent.context.count_latencies_ms)
+                before = len(bench.agent.context.sizer.count_latencies_ms)
                 started = time.perf_counter()
                 await bench.agent.run_turn(owner="alice", thread_id=tid, text=f"Question {turn}: what changed?",
                                            emit=NullSink())
                 turns.append((time.perf_counter() - started) * 1000)
                 for first, last in BUCKETS:
                     if first <= turn <= last:
-                        counts.setdefault(first, []).extend(list(bench.agent.context.count_latencies_ms)[before:])
+                        counts.setdefault(first, []).extend(list(bench.agent.context.sizer.count_latencies_ms)[before:])
         finally:
             await bench.close()
         return counts, turns
