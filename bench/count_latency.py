@@ -1,4 +1,4 @@
-"""What sizing reservations with count_tokens adds to a turn (the count runs before each chat call).
+"""What sizing reservations with count_tokens adds to a turn (the count runs before each turn's first chat call).
 
     .venv/bin/python bench/count_latency.py
 
