@@ -7,10 +7,11 @@ that switched them mid-way would lose its cache (agent/thread_model.py)."""
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlmodel import Field, SQLModel
 
 from store.models import USERS
@@ -78,25 +79,47 @@ async def set_user_pref(db: Database, *, user: str, model: str, effort: str, now
     await db.transact(put)
 
 
+# A thread's row never changes once written (see above), in any process: once seen it is kept here, per database,
+# instead of being read for every model call and written-or-read at every turn (2 reads and a write transaction
+# a tool turn, measured in bench/concurrency_server.py).
+_fixed: weakref.WeakKeyDictionary[Database, dict[str, ThreadModelSettings]] = weakref.WeakKeyDictionary()
+_FIXED_KEPT = 10_000
+
+
+def _remember(db: Database, thread_id: str, settings: ThreadModelSettings) -> ThreadModelSettings:
+    kept = _fixed.setdefault(db, {})
+    if len(kept) >= _FIXED_KEPT:
+        kept.pop(next(iter(kept)))
+    kept[thread_id] = settings
+    return settings
+
+
+_SETTINGS_OF = select(_threads.c.model, _threads.c.effort, _threads.c.thinking, _threads.c.display).where(
+    _threads.c.thread_id == bindparam("p_thread_id"))
+
+
 async def thread_settings(db: Database, *, thread_id: str) -> ThreadModelSettings | None:
+    if (kept := _fixed.get(db, {}).get(thread_id)) is not None:
+        return kept
     async with db.read() as conn:
-        row = (await conn.execute(select(_threads.c.model, _threads.c.effort, _threads.c.thinking,
-                                         _threads.c.display).where(_threads.c.thread_id == thread_id))).first()
-    return ThreadModelSettings(row.model, row.effort, row.thinking, row.display) if row else None
+        row = (await conn.execute(_SETTINGS_OF, {"p_thread_id": thread_id})).first()
+    return _remember(db, thread_id, ThreadModelSettings(row.model, row.effort, row.thinking, row.display)) \
+        if row else None
 
 
 async def fix_thread_settings(db: Database, *, thread_id: str, wanted: ThreadModelSettings,
                               now: float | None = None) -> ThreadModelSettings:
     """Store `wanted` as the thread's settings unless it has some already; returns the settings in force."""
+    if (kept := _fixed.get(db, {}).get(thread_id)) is not None:
+        return kept
     at = time.time() if now is None else now
 
     def put(conn: Connection) -> ThreadModelSettings:
-        row = conn.execute(select(_threads.c.model, _threads.c.effort, _threads.c.thinking, _threads.c.display)
-                           .where(_threads.c.thread_id == thread_id)).first()
+        row = conn.execute(_SETTINGS_OF, {"p_thread_id": thread_id}).first()
         if row is not None:
             return ThreadModelSettings(row.model, row.effort, row.thinking, row.display)
         conn.execute(insert(_threads).values(thread_id=thread_id, model=wanted.model, effort=wanted.effort,
                                              thinking=wanted.thinking, display=wanted.display, created_at=at))
         return wanted
 
-    return await db.transact(put)
+    return _remember(db, thread_id, await db.transact(put))

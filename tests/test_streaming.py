@@ -53,3 +53,16 @@ async def test_zero_interval_sends_every_delta():
         await batcher.add(piece)
     await batcher.close()
     assert sent == ["a", "b", "c"]
+
+
+async def test_an_empty_delta_does_not_use_up_the_immediate_first_send():
+    sent: list[str] = []
+
+    async def send(chunk: str) -> None:
+        sent.append(chunk)
+
+    batcher = DeltaBatcher(send, interval_s=60)
+    await batcher.add("")  # a thinking block may open with an empty delta
+    await batcher.add("First")
+    assert sent == ["First"]
+    await batcher.close()

@@ -95,3 +95,47 @@ async def test_the_budget_left_reads_today_and_this_month(db, settings):
     await usage_store.set_budget(db, user="alice", daily_nanousd=500_000_000, monthly_nanousd=None)
     left = await budget.left(user="alice")
     assert left.line() == "$0.5000 left today (of $0.5000); $10.00 left this month (of $10.00)"
+
+
+async def test_a_threads_settings_are_fetched_once_then_kept_per_database(make_harness, tmp_path):
+    """Written once and never changed, so kept after the first sight: a tool turn used to read them at every
+    model call and take a write transaction for them at every turn. Another database keeps its own."""
+    from sqlalchemy import event
+
+    from store.model_prefs import ThreadModelSettings
+    from tests.conftest import open_test_db
+
+    h = make_harness([Reply((TextBlock("Looking."), ToolUseBlock("list_files", {"path": "."})), "tool_use"),
+                      ok("none"), Reply((TextBlock("Again."), ToolUseBlock("list_files", {"path": "."})), "tool_use"),
+                      ok("still none")])
+    tid = await h.thread()
+    await h.agent.run_turn(owner="alice", thread_id=tid, text="files?",
+        emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
+    touched: list[str] = []
+
+    def seen(conn, cursor, statement, *_):
+        if "thread_model_settings" in statement:
+            touched.append(statement)
+
+    engines = [h.db.reader_engine.sync_engine] + ([h.db._writer] if h.db._writer is not None else [])
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await h.agent.run_turn(owner="alice", thread_id=tid, text="files again?",
+            emit=deciding(h.agent, Recorder(), ScriptedApprover({})))
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert touched == []
+    assert [sent(r) for r in h.brain.requests][2:] == [sent(h.brain.requests[0])] * 2  # still the thread's own
+    other = await open_test_db(tmp_path / "other")
+    try:
+        assert await model_prefs.thread_settings(other, thread_id=tid) is None  # not another database's
+        from store import threads as thread_store
+
+        assert await thread_store.ensure_thread(other, owner="alice", thread_id=tid)
+        mine = ThreadModelSettings("claude-haiku-5-5", "low", "adaptive", "summarized")
+        assert await model_prefs.fix_thread_settings(other, thread_id=tid, wanted=mine) == mine
+        assert await model_prefs.thread_settings(h.db, thread_id=tid) != mine
+    finally:
+        await other.close()

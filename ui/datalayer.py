@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,24 +54,27 @@ def _session_user() -> str | None:
 class StoreDataLayer(BaseDataLayer):
     def __init__(self, runtime: Callable[[], Awaitable[Runtime]]) -> None:
         self._runtime = runtime  # chainlit builds the layer synchronously; the store opens on first use
-        self._step_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._step_queues: dict[str, _StepQueue] = {}
+        self.writes_skipped = 0  # writes of a step made moot by a newer one already queued (bench/, tests)
 
     @asynccontextmanager
-    async def _in_order(self, step_id: str) -> AsyncIterator[None]:
+    async def _in_order(self, step_id: str) -> AsyncIterator[bool]:
         """Chainlit writes each send and update of a step as its own task: without this, an answer's final
         send could land after the update that adds its usage footer and erase it. asyncio.Lock is FIFO and
-        a task takes it before its first await, so writes of one step land in the order they were made."""
-        lock, users = self._step_locks.get(step_id, (asyncio.Lock(), 0))
-        self._step_locks[step_id] = (lock, users + 1)
+        a task takes it before its first await, so writes of one step land in the order they were made.
+        Yields whether this write is still the newest asked for: each carries the whole step (chainlit's
+        `to_dict()`), so one with a newer write queued behind it need not be written at all."""
+        queue = self._step_queues.setdefault(step_id, _StepQueue())
+        queue.users += 1
+        queue.asked += 1
+        mine = queue.asked
         try:
-            async with lock:
-                yield
+            async with queue.lock:
+                yield mine == queue.asked
         finally:
-            lock, users = self._step_locks[step_id]
-            if users <= 1:
-                del self._step_locks[step_id]
-            else:
-                self._step_locks[step_id] = (lock, users - 1)
+            queue.users -= 1
+            if queue.users == 0:
+                del self._step_queues[step_id]
 
     async def _db(self) -> Database:
         return (await self._runtime()).db
@@ -164,7 +168,10 @@ class StoreDataLayer(BaseDataLayer):
             return
         if s.get("type") == "run" and s.get("name") == "on_chat_start":
             return  # chainlit wraps on_chat_start in a step: storing it would create a thread per page opened
-        async with self._in_order(s["id"]):
+        async with self._in_order(s["id"]) as newest:
+            if not newest:
+                self.writes_skipped += 1
+                return
             await self._write_step_now(owner, thread_id, s)
 
     async def _write_step_now(self, owner: str, thread_id: str, s: dict[str, Any]) -> None:
@@ -219,6 +226,15 @@ class StoreDataLayer(BaseDataLayer):
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class _StepQueue:
+    """The writes of one step waiting their turn."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    asked: int = 0  # writes asked for so far: the last one asked is the newest
 
 
 def _text(value: Any) -> str:

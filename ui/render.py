@@ -64,6 +64,9 @@ class ChatRenderer:
         self._steps: dict[str, cl.Step] = {}
         self._thinking: tuple[int, cl.Step] | None = None  # the open thinking step and its block index
         self._think_clean = StreamSanitizer()  # thinking is model text: no image reaches the browser either
+        # Thinking streams like text: at most one socket update per interval. Unbatched, every thinking delta
+        # was a socket event (≈ 20 a turn here, each encoded, framed and compressed).
+        self._think_batcher: DeltaBatcher | None = None
         self._answer: cl.Message | None = None  # this turn's last answer: the usage line is its footer
         self._stored_cards: dict[str, dict[str, Any]] = {}  # approval id -> its card in the stored history
         self._answer_ids: set[str] = set()
@@ -178,13 +181,21 @@ class ChatRenderer:
             await step.send()
             self._thinking = (block, step)
             self._think_clean = StreamSanitizer()
-        clean, replace = self._think_clean.feed(text)
-        if clean or replace:
+            self._think_batcher = DeltaBatcher(self._stream_thinking, interval_s=STREAM_INTERVAL_S)
+        assert self._think_batcher is not None
+        await self._think_batcher.add(text)
+
+    async def _stream_thinking(self, chunk: str) -> None:
+        clean, replace = self._think_clean.feed(chunk)
+        if self._thinking is not None and (clean or replace):
             await self._thinking[1].stream_token(clean, is_sequence=replace)
 
     async def _end_thinking(self) -> None:
         if self._thinking is None:
             return
+        if self._think_batcher is not None:
+            await self._think_batcher.close()
+            self._think_batcher = None
         step = self._thinking[1]
         self._thinking = None
         step.name = "Thought"

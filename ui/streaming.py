@@ -19,6 +19,8 @@ class DeltaBatcher:
         self.sends = 0
 
     async def add(self, text: str) -> None:
+        if not text:  # an empty delta (a block's start) is not the first one: the first text still goes at once
+            return
         self._buffer.append(text)
         if time.monotonic() - self._last >= self._interval:
             await self.flush()
