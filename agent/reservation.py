@@ -28,6 +28,9 @@ log = logging.getLogger("tollgate.context")
 
 COUNT_SLACK_TOKENS = 16  # on top of the percentage margin: a tiny prompt's count rounds the other way too
 FOLLOW_UP_STOPS = ("tool_use", "pause_turn")  # the stops after which the turn makes another call
+# What was appended since the previous call is sized by bytes, which a token-dense result (rare scripts, emoji,
+# random base64 at one token a byte or so) can beat: past this many estimated tokens, the follow-up counts.
+FOLLOW_UP_MAX_ADDED_TOKENS = 2_000
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,12 @@ def follow_up_tokens(last: BilledCall | None, turn_id: str, request: ModelReques
         return None
     if _messages_digest(messages[:last.sent]) != last.sent_digest:
         return None
+    added = byte_estimate(messages[last.sent + 1:])
+    if added > FOLLOW_UP_MAX_ADDED_TOKENS:
+        return None
     # The answer goes back as input: its billed output, or its bytes if that is more (rebuilt JSON, "(no answer)").
     answer = max(last.output_tokens, byte_estimate(messages[last.sent]))
-    return last.prompt_tokens + answer + byte_estimate(messages[last.sent + 1:])
+    return last.prompt_tokens + answer + added
 
 
 def with_margin(tokens: int, margin_pct: int) -> int:

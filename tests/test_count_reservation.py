@@ -281,15 +281,20 @@ async def test_a_follow_up_whose_tools_changed_mid_turn_asks_count_tokens_again(
             assert tokens >= 3_000 * 1.1
 
 
-@pytest.mark.parametrize("kind", ["cjk", "base64"])
-async def test_a_follow_up_after_a_large_token_dense_tool_result_still_reserves_at_least_its_bill(agent_with, db,
-                                                                                                 kind):
-    """The follow-up's appended part is sized by bytes, not counted: 60 KB of CJK (3 bytes a character) or of
-    random base64 read from a file must still be covered, with no margin at all, at 2.5 characters a token."""
-    text = "東京の会議は金曜日に移動しました。" * 1_100 if kind == "cjk" else \
-        base64.b64encode(random.Random(7).randbytes(44_000)).decode()
+@pytest.mark.parametrize(("kind", "size"), [("cjk", "small"), ("base64", "small"), ("cjk", "large"),
+                                             ("base64", "large")])
+async def test_a_follow_up_after_a_token_dense_tool_result_still_reserves_at_least_its_bill(agent_with, db, kind,
+                                                                                           size):
+    """The follow-up's appended part is sized by bytes: a few KB of CJK (3 bytes a character) or of random base64
+    read from a file must still be covered, with no margin at all, at 2.5 characters a token. Past
+    FOLLOW_UP_MAX_ADDED_TOKENS (60 KB here) the follow-up is counted instead: a denser tokenizer than the
+    estimate's could beat the bytes on a large result."""
+    repeat, raw = (1_100, 44_000) if size == "large" else (50, 2_400)
+    text = "東京の会議は金曜日に移動しました。" * repeat if kind == "cjk" else \
+        base64.b64encode(random.Random(7).randbytes(raw)).decode()
     agent, transport = agent_with("ok", [billed("Reading.", ToolUseBlock("read_file", {"path": "data.txt"}),
-                                                stop="tool_use"), billed("Read.")], count_tokens_margin_pct=0,
+                                                stop="tool_use"), billed("Read.")],
+                                 count_tokens_margin_pct=0 if size == "small" else 10,  # a count needs its margin
                                  tool_result_max_chars=100_000)
     workspace = agent.deps.settings.workspaces_dir / "alice"
     workspace.mkdir(parents=True, exist_ok=True)
@@ -298,7 +303,10 @@ async def test_a_follow_up_after_a_large_token_dense_tool_result_still_reserves_
     await agent.run_turn(owner="alice", thread_id=tid, text="read data.txt", emit=deciding(agent, Recorder(),
                                                                                         APPROVE_ALL))
     first, follow_up = await chat_calls(db)
-    assert transport.counts == 1 and agent.context.sizer.follow_ups == 1
+    if size == "small":
+        assert transport.counts == 1 and agent.context.sizer.follow_ups == 1
+    else:
+        assert transport.counts == 2 and agent.context.sizer.follow_ups == 0
     prompt = follow_up.input_tokens + follow_up.cache_read_tokens + follow_up.cache_write_5m_tokens
     assert prompt - first.input_tokens > len(text) / CHARS_PER_TOKEN  # the whole file went back to the model
     assert follow_up.reserved_tokens - agent.deps.settings.max_tokens >= prompt
