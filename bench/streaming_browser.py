@@ -74,7 +74,8 @@ OBSERVER = """() => { const t = window.__t = {first: null, last: null, done: nul
       if (t.first === null && len > 0) t.first = now;
       if (len !== t.len) { t.len = len; t.last = now; t.changes++; }
     }
-    if (t.done === null && msgs.length > 1 && msgs[msgs.length - 1].textContent.includes('this answer $')) t.done = now;
+    // the usage line ('… this answer $…') is the answer's footer now (it was a message of its own)
+    if (t.done === null && [...msgs].some(m => m.textContent.includes('this answer $'))) t.done = now;
   }).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
 FINAL = """() => ({...window.__t, tokens: window.__ws.tokens, ws_first: window.__ws.first, ws_last: window.__ws.last,
   text: (document.querySelector("[data-step-type='assistant_message']") || {textContent: ''}).textContent})"""
@@ -138,7 +139,9 @@ async def run_round(browser: Browser, server: Server, state: Any, demo: DemoMode
                     expected: str, stream_s: float, max_pages: int) -> dict[str, Any]:
     k = min(n, max_pages)  # sessions in the browser, measured; the other n - k are browserless load (child process)
     load = None
-    ctx = await browser.new_context(base_url=server.url, storage_state=state)
+    # The measuring hooks are the benchmark's, not the page's: the app's CSP (no eval) would refuse
+    # Playwright's wait_for_function, so this context bypasses it (the app's own scripts run as served).
+    ctx = await browser.new_context(base_url=server.url, storage_state=state, bypass_csp=True)
     await ctx.add_init_script(WS_HOOK)
     opening = asyncio.Semaphore(4)  # 2 cores: don't load 50 SPAs at once
 
