@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from store import cluster as cluster_store
 from store import usage as usage_store
+from store.background import cancel_and_wait
 from store.db import Database
 
 log = logging.getLogger("tollgate.cluster")
@@ -88,11 +89,8 @@ class Membership:
                 log.warning("heartbeat failed; retrying", exc_info=True)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         # A clean stop: nothing of ours is in flight any more, so our rows go now rather than at a sweep.
         with contextlib.suppress(Exception):
             await cluster_store.sweep_process(self.db, process_id=self.id)

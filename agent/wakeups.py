@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from agent.cluster import Membership
 from agent.events import AgentEvent, EventSink
 from store import cluster as cluster_store
+from store.background import cancel_and_wait
 from store.cluster import DueResume
 
 log = logging.getLogger("tollgate.cluster")
@@ -118,10 +119,5 @@ class ResumeDispatcher:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in [self._task, *self._running] if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._running)
         self._task = None

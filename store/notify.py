@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlalchemy import make_url, text
 
 from store import changes
+from store.background import cancel_and_wait
 from store.cluster import WAKEUP_CHANNEL
 from store.db import Database
 
@@ -74,11 +75,8 @@ class PgListener:
             changes.notify(topic, relay=False)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 class ChangeRelay:
@@ -124,8 +122,6 @@ class ChangeRelay:
     async def close(self) -> None:
         """Stop relaying; topics already queued still go out."""
         changes.notifier().remove_relay(self.send)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self._send_due()

@@ -11,13 +11,13 @@ idempotent, and sockets opened with a newer token are kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
 import time
 
 from store import sessions as session_store
+from store.background import cancel_and_wait
 from store.db import Database
 from ui import sessions
 from ui.chainlit_compat import disconnect_sockets_of
@@ -57,11 +57,8 @@ class RevocationWatch:
             self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

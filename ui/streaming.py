@@ -4,9 +4,10 @@ update per interval (~20 a second), the first delta at once so time-to-first-tok
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
+
+from store.background import cancel_and_wait
 
 
 class DeltaBatcher:
@@ -42,9 +43,6 @@ class DeltaBatcher:
 
     async def close(self) -> None:
         """Flush what is left and stop the timer; safe to call twice."""
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        await cancel_and_wait(self._timer)
+        self._timer = None
         await self.flush()
