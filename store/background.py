@@ -15,10 +15,13 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     live = [t for t in tasks if t is not None]
     for task in live:
         task.cancel()
+    current = asyncio.current_task()
     for task in live:
+        # Counted before the wait: a caller already being cancelled (cleaning up after a stop) still stops its
+        # tasks; only a cancellation that arrives during the wait is the caller's to receive.
+        before = current.cancelling() if current is not None else 0
         try:
             await task
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if current is not None and current.cancelling() > before:
                 raise

@@ -43,3 +43,23 @@ async def test_the_stoppers_own_cancellation_goes_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await stopper
     assert task.cancelled()
+
+
+async def test_a_caller_cleaning_up_after_its_own_cancellation_still_stops_its_tasks() -> None:
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def turn() -> None:
+        timer = asyncio.create_task(_forever(started))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # the user pressed stop: clean up, then end cancelled
+            await cancel_and_wait(timer)
+            stopped.set()  # reached: the timer's cancellation was not taken for a second one of ours
+            raise
+
+    running = asyncio.create_task(turn())
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert stopped.is_set()
