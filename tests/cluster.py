@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def serve_model() -> None:
 
 HAPROXY_CFG = """global
     maxconn 4000
+    # what haproxy thinks of each server (UP/DOWN), for tests waiting on a restarted one
+    stats socket {stats_socket} mode 600 level user
 defaults
     mode http
     timeout connect 5s
@@ -136,18 +139,45 @@ backend tollgate
 class Haproxy:
     proc: subprocess.Popen[bytes]
     url: str
+    stats_socket: Path
 
     @classmethod
     def start(cls, base: Path, port: int, apps: dict[str, int]) -> Haproxy:
         servers = "\n".join(f"    server {name} 127.0.0.1:{p} check inter 1s fall 3 rise 2 cookie {name}"
                             for name, p in apps.items())
         cfg = base / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))
+        cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers, stats_socket=base / "haproxy.sock"))
         with (base / "haproxy.log").open("wb") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         _wait_http(url + "/", proc)
-        return cls(proc, url)
+        proxy = cls(proc, url, base / "haproxy.sock")
+        for name in apps:
+            proxy.wait_up(name)
+        return proxy
+
+    def server_status(self, name: str) -> str:
+        """haproxy's own view of a server ("UP", "DOWN", "UP 1/2", ...), from its stats socket."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.stats_socket))
+            s.sendall(b"show stat\n")
+            data = b"".join(iter(lambda: s.recv(65536), b""))
+        header, *rows = data.decode().splitlines()
+        fields = header.lstrip("# ").split(",")
+        for row in rows:
+            values = dict(zip(fields, row.split(","), strict=False))
+            if values.get("pxname") == "tollgate" and values.get("svname") == name:
+                return values["status"]
+        raise KeyError(name)
+
+    def wait_up(self, name: str, timeout_s: float = 60) -> None:
+        """A restarted app answers before haproxy's checks (rise 2) mark it UP; until then haproxy redispatches
+        a browser pinned to it to another process and rewrites its cookie."""
+        deadline = time.monotonic() + timeout_s
+        while (status := self.server_status(name)) != "UP":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy still sees {name} as {status}")
+            time.sleep(0.1)  # poll interval of the probe, not a wait for state
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -194,6 +224,8 @@ class Cluster:
     def start_app(self, name: str, extra_env: dict[str, str] | None = None, port: int | None = None) -> Server:
         self.apps[name] = start_server(self.base / f"app-{name}", {**self.env, **(extra_env or {})}, port=port,
                                        ready_timeout_s=300)  # several start together on a shared machine
+        if self.proxy is not None:  # a restart: ready only once haproxy sends it traffic again
+            self.proxy.wait_up(name)
         return self.apps[name]
 
     def stop(self) -> None:

@@ -49,6 +49,7 @@ def login_on(browser: Browser, cluster: Cluster, user: str, process: str) -> Pag
     page.locator("#password").fill(PASSWORD)
     page.get_by_role("button", name="Sign In").click()
     expect(page.locator("#chat-input")).to_be_visible()
+    assert pinned_to(page) == process, "haproxy sent the browser elsewhere: was the process UP in its eyes?"
     return page
 
 
