@@ -9,11 +9,12 @@ import time
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Update, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from store.db import Database
 from store.limits import LimitExceeded
 from store.models import THREADS, UI_STEPS, USERS
-from store.threads import LIVE, NotFound, ensure_in, require_owned
+from store.threads import LIVE, NotFound, ensure_in, owned_live, require_owned
 from store.users import user_id_of
 
 _FIELDS = ("name", "type", "parent_id", "input", "output", "is_error", "created_at", "start", "end", "show_input",
@@ -50,11 +51,24 @@ def _check_size(db: Database, values: dict[str, Any], *, from_client: bool) -> N
 
 
 @functools.cache
-def _writes(fields: tuple[str, ...]) -> tuple[Insert, Update]:
-    """Insert and update, built once per field set (chainlit sends one): building them for every step
-    took ~7 % of the server's CPU under load (bench/concurrency_server.py, sampled with py-spy)."""
+def _writes(fields: tuple[str, ...], dialect: str) -> tuple[Insert, Update, Insert, Update]:
+    """Statements built once per field set (chainlit sends one) and dialect: building them for every step took
+    ~7 % of the server's CPU under load (bench/concurrency_server.py, sampled with py-spy).
+
+    The first two carry the ownership check in their WHERE, so the usual write is one statement: a step's first
+    write inserts (nothing happens if the step exists or the thread is not the owner's and live), a later one
+    updates. The other two are the plain statements of the slow path (a new thread, or a refusal to explain)."""
     binds: dict[str, Any] = {f: bindparam(f"p_{f}") for f in fields}
-    return (insert(UI_STEPS).values(id=bindparam("p_id"), thread_id=bindparam("p_thread_id"),
+    columns = ["id", "thread_id", "seq", *fields]
+    # Typed binds: in a SELECT list nothing else tells PostgreSQL their types.
+    values = [bindparam(f"p_{c}", type_=UI_STEPS.c[c].type) for c in columns]
+    owned = select(THREADS.c.id).where(owned_live).exists()
+    insert_owned = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(UI_STEPS).from_select(
+        columns, select(*values).where(owned)).on_conflict_do_nothing(index_elements=["id"]).returning(UI_STEPS.c.id)
+    update_owned = update(UI_STEPS).where(UI_STEPS.c.id == bindparam("p_id"),
+                                          UI_STEPS.c.thread_id == bindparam("p_thread_id"), owned).values(**binds)
+    return (insert_owned, update_owned,
+            insert(UI_STEPS).values(id=bindparam("p_id"), thread_id=bindparam("p_thread_id"),
                                     seq=bindparam("p_seq"), **binds),
             update(UI_STEPS).where(UI_STEPS.c.id == bindparam("p_id")).values(**binds))
 
@@ -69,15 +83,20 @@ async def upsert_step(db: Database, *, owner: str, thread_id: str, step_id: str,
     run as concurrent tasks, so the write time alone can swap two steps shown a moment apart."""
     _check_size(db, values, from_client=from_client)
     fields = tuple(k for k in _FIELDS if k in values)
-    create, change = _writes(fields)
-    params = {"p_id": step_id, **{f"p_{k}": values[k] for k in fields}}
+    params = {"p_id": step_id, "p_thread_id": thread_id, "p_owner": owner,
+              "p_seq": time.time() if at is None else at, **{f"p_{k}": values[k] for k in fields}}
 
     def upsert(conn: Connection) -> bool:
+        insert_owned, update_owned, create, change = _writes(fields, conn.dialect.name)
+        # RETURNING, not rowcount: an INSERT's rowcount is not reliable through SQLAlchemy (-1 on psycopg)
+        if conn.execute(insert_owned, params).first() or conn.execute(update_owned, params).rowcount:
+            return True
+        # A thread not yet created, or a write to refuse (another user's thread or step, a deleted thread).
         if not ensure_in(conn, owner=owner, thread_id=thread_id, max_threads=db.limits.max_threads_per_user):
             return False
         existing = conn.execute(_STEP_THREAD, {"p_id": step_id}).first()
         if existing is None:
-            conn.execute(create, {**params, "p_thread_id": thread_id, "p_seq": time.time() if at is None else at})
+            conn.execute(create, params)
         elif existing.thread_id != thread_id:
             raise NotFound("no such step")
         else:

@@ -46,6 +46,8 @@ _thread_cols = (_threads.c.id, _users.c.name, _threads.c.title, _threads.c.creat
 _owned_any = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id == select(_users.c.id)
                   .where(_users.c.name == bindparam("p_owner")).scalar_subquery())
 _owned_by = and_(_owned_any, LIVE)
+# For other modules' hot statements: the thread `p_thread_id` is `p_owner`'s and not deleted.
+owned_live = _owned_by
 # One statement checks ownership, numbers the message and inserts it.
 _APPEND = insert(_messages).from_select(
     ["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],

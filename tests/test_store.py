@@ -127,6 +127,43 @@ async def test_history_steps_are_created_then_updated_in_place_and_stay_in_their
     assert [s["output"] for s in await step_store.list_steps(db, owner="alice", thread_id=t.id)] == ["a.txt", "done"]
 
 
+async def test_a_step_write_to_an_owned_thread_is_one_statement_and_refusals_still_hold(db):
+    """Chainlit writes every send and update of a step: ~14 a turn. The usual one, into the owner's live thread,
+    is one statement that checks ownership itself; an update that first tries the insert is two."""
+    from sqlalchemy import event
+
+    from store import steps as step_store
+
+    t = await thread_store.create_thread(db, owner="alice")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        if not statement.lstrip().upper().startswith(("BEGIN", "SELECT PG_ADVISORY_XACT_LOCK", "COMMIT")):
+            statements.append(statement.split()[0].upper())
+
+    engines = [db.reader_engine.sync_engine] + ([db._writer] if db._writer is not None else [])
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s1", values={"output": "a"})
+        assert statements == ["INSERT"]
+        statements.clear()
+        assert await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s1", values={"output": "b"})
+        assert statements == ["INSERT", "UPDATE"]
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    # the one-statement path refuses what the checked path refused: another owner, a deleted thread
+    assert not await step_store.upsert_step(db, owner="bob", thread_id=t.id, step_id="s1", values={"output": "x"})
+    assert not await step_store.upsert_step(db, owner="bob", thread_id=t.id, step_id="s9", values={"output": "x"})
+    await thread_store.delete_thread(db, owner="alice", thread_id=t.id)
+    assert not await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s1", values={"output": "y"})
+    assert not await step_store.upsert_step(db, owner="alice", thread_id=t.id, step_id="s8", values={"output": "y"})
+    async with db.read() as conn:
+        rows = (await conn.exec_driver_sql("SELECT id, output FROM ui_steps ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("s1", "b")]
+
+
 async def test_the_owner_can_veto_an_operator_routed_call_but_not_approve_it(db):
     t = await thread_store.create_thread(db, owner="alice")
 
