@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from store.db import Database
 from store.limits import LimitExceeded
-from store.models import THREADS, UI_STEPS, USERS
+from store.models import THREADS, UI_STEPS
 from store.threads import LIVE, NotFound, ensure_in, owned_live, require_owned
 from store.users import user_id_of
 
@@ -118,8 +118,3 @@ async def list_steps(db: Database, *, owner: str, thread_id: str) -> list[dict[s
         await require_owned(conn, owner, thread_id)
         rows = await conn.execute(select(UI_STEPS).where(UI_STEPS.c.thread_id == thread_id).order_by(UI_STEPS.c.seq))
         return [{**dict(r._mapping), "metadata": json.loads(r.metadata_json or "{}")} for r in rows]
-
-
-async def user_created_at(db: Database, *, name: str) -> float | None:
-    async with db.read() as conn:
-        return (await conn.execute(select(USERS.c.created_at).where(USERS.c.name == name))).scalar_one_or_none()

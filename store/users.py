@@ -91,6 +91,13 @@ async def get_user(db: Database, *, name: str) -> User | None:
     return User(name=name, role=row.role) if row else None
 
 
+async def get_user_since(db: Database, *, name: str) -> tuple[User, float] | None:
+    """The user and when they were created, in one read (chainlit asks for both on every message)."""
+    async with db.read() as conn:
+        row = (await conn.execute(select(_users.c.role, _users.c.created_at).where(_users.c.name == name))).first()
+    return (User(name=name, role=row.role), row.created_at) if row else None
+
+
 async def list_users(db: Database) -> list[User]:
     async with db.read() as conn:
         rows = await conn.execute(select(_users.c.name, _users.c.role).order_by(_users.c.name))

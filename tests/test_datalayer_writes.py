@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import asyncio, sys
@@ -43,18 +45,34 @@ async def main():
     await layer.update_step({**step, "output": "alone"})  # nothing queued behind it: written
     alone = [s["output"] for s in await step_store.list_steps(db, owner="alice", thread_id="t-1")]
     print("alone", alone, "skipped", layer.writes_skipped)
+    from sqlalchemy import event
+    reads = []
+    event.listen(db.reader_engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: reads.append(statement.split()[0]))
+    user = await layer.get_user("alice")  # chainlit asks on every message
+    print("user", user.identifier, user.metadata, user.createdAt[:4], [r for r in reads if r != "BEGIN"])
     await db.close()
 
 asyncio.run(main())
 """
 
 
-def test_a_steps_queued_writes_land_in_order_and_only_the_newest_is_written(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp_path = tmp_path_factory.mktemp("datalayer")
     env = {"PATH": "/usr/bin:/bin", "TOLLGATE_DATA_DIR": str(tmp_path / "app"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "data")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_a_steps_queued_writes_land_in_order_and_only_the_newest_is_written(probe: str) -> None:
     # The first write had the writer to itself; v1..v3 were made moot by v4 queued behind them; nothing is
     # left held once the writes are done.
-    assert "queued ['v4'] skipped 3 queues 0" in out.stdout, out.stdout
-    assert "alone ['alone'] skipped 3" in out.stdout, out.stdout
+    assert "queued ['v4'] skipped 3 queues 0" in probe, probe
+    assert "alone ['alone'] skipped 3" in probe, probe
+
+
+def test_chainlits_user_lookup_is_one_read(probe: str) -> None:
+    assert "user alice {'role': 'user'} 20" in probe and "['SELECT']" in probe, probe

@@ -81,10 +81,10 @@ class StoreDataLayer(BaseDataLayer):
 
     # users: logins are created with the CLI; chainlit only looks them up
     async def get_user(self, identifier: str) -> PersistedUser | None:
-        user = await user_store.get_user(await self._db(), name=identifier)
-        if user is None:
+        found = await user_store.get_user_since(await self._db(), name=identifier)
+        if found is None:
             return None
-        created = await step_store.user_created_at(await self._db(), name=identifier) or 0.0
+        user, created = found
         return PersistedUser(id=user.name, identifier=user.name, createdAt=_iso(created),
                              metadata={"role": user.role})
 
