@@ -4,6 +4,8 @@ One turn: stream the model's first answer into a message (deltas batched every 5
 `list_files` tool step (input and output shown), a second model call with the tool result streamed into a second
 message, then the usage line as that message's footer (metadata "usage", which the load client waits for).
 No persistence (no data layer, history in the session), no budgets, no approvals, no count_tokens, no trace.
+With BENCH_FLOOR_THINKING=1 (scale_out.py's config "floorthink") it also shows the model's thinking as Tollgate does
+since #14: it asks for summarized thinking and streams it, batched the same way, into a "Thinking" step per call.
 Login: any user name with bench/concurrency_server.py's PASSWORD (a plain comparison, no argon2).
 
     CHAINLIT_AUTH_SECRET=... ANTHROPIC_BASE_URL=... ANTHROPIC_API_KEY=... chainlit run bench/floor_app.py --headless
@@ -23,6 +25,7 @@ import chainlit as cl
 PASSWORD = "orchard-apple-8"
 MODEL = "claude-sonnet-5-5"
 BATCH_S = 0.05
+SHOW_THINKING = os.environ.get("BENCH_FLOOR_THINKING") == "1"
 WORKSPACES = Path(os.environ.get("BENCH_FLOOR_WORKSPACES", "/tmp/tollgate-floor-workspaces"))
 TOOLS: list[dict[str, Any]] = [{
     "name": "list_files",
@@ -44,22 +47,48 @@ def list_files(user: str, path: str) -> str:
     return "\n".join(names) or f"(empty directory: {path})"
 
 
+class Batched:
+    """Deltas sent at most every BATCH_S, the first at once."""
+
+    def __init__(self, send: Any) -> None:
+        self.send, self.pending, self.last = send, "", 0.0
+
+    async def add(self, text: str) -> None:
+        self.pending += text
+        if time.monotonic() - self.last >= BATCH_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            await self.send(self.pending)
+            self.pending, self.last = "", time.monotonic()
+
+
 async def stream_answer(messages: list[dict[str, Any]]) -> tuple[Any, cl.Message | None]:
     """One model call streamed into one message; returns the final message and the chainlit message."""
     msg: cl.Message | None = None
-    pending, last = "", time.monotonic()
-    async with client.messages.stream(model=MODEL, max_tokens=1024, messages=messages, tools=TOOLS) as s:  # type: ignore[arg-type]
-        async for text in s.text_stream:
-            if msg is None:
-                msg = cl.Message(content="")
-            pending += text
-            if time.monotonic() - last >= BATCH_S:
-                await msg.stream_token(pending)
-                pending, last = "", time.monotonic()
+    thought: cl.Step | None = None
+    answer = Batched(lambda text: msg.stream_token(text) if msg is not None else None)
+    thinking = Batched(lambda text: thought.stream_token(text) if thought is not None else None)
+    extra: dict[str, Any] = {"thinking": {"type": "adaptive", "display": "summarized"}} if SHOW_THINKING else {}
+    async with client.messages.stream(model=MODEL, max_tokens=1024, messages=messages, tools=TOOLS,  # type: ignore[arg-type]
+                                      **extra) as s:
+        async for event in s:
+            if event.type == "thinking" and SHOW_THINKING:
+                if thought is None:
+                    thought = cl.Step(name="Thinking", type="llm")
+                    await thought.send()
+                await thinking.add(event.thinking)
+            elif event.type == "text":
+                if msg is None:
+                    msg = cl.Message(content="")
+                await answer.add(event.text)
         final = await s.get_final_message()
+    if thought is not None:
+        await thinking.flush()
+        await thought.update()
     if msg is not None:
-        if pending:
-            await msg.stream_token(pending)
+        await answer.flush()
         await msg.send()
     return final, msg
 

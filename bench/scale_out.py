@@ -6,6 +6,7 @@ Configurations (`--configs`, the FIRST is the baseline every ratio is taken agai
   pg1h    one app process on PostgreSQL behind haproxy (tests/cluster.py's configuration)
   pg2h    two app processes on one PostgreSQL behind haproxy (round robin; each websocket stays on its process)
   floor   bench/floor_app.py: bare Chainlit + SDK, same visible turn, no persistence, reached directly
+  floorthink  the floor also showing the model's summarized thinking in a step, as Tollgate does since #14
   X@REV   configuration X running the app of git revision REV (`git archive REV`, same venv): before/after
 Every run starts fresh processes (a new data dir or PostgreSQL database); ONE demo-model process serves every
 app process of the whole benchmark (bench/concurrency_server.py's tagged DemoBrain: first token 300 ms, unpaced).
@@ -43,7 +44,7 @@ from tests.e2e.conftest import Server, free_port, start_server, stop_server
 
 USERS, MESSAGES = 10, 5
 CGROUP = Path("/sys/fs/cgroup/cpu")
-APPS = {"sqlite": 1, "pg": 1, "pg1h": 1, "pg2h": 2, "floor": 1}
+APPS = {"sqlite": 1, "pg": 1, "pg1h": 1, "pg2h": 2, "floor": 1, "floorthink": 1}
 
 
 class Quota:
@@ -105,9 +106,10 @@ class Deployment:
         chainlit_bin = str(Path(sys.executable).parent / "chainlit")
         command = ([sys.executable, "-m", "ui.web"] if (self.tree / "ui" / "web.py").exists()
                    else [chainlit_bin, "run", "app.py", "--headless"])
-        if self.config == "floor":
+        if self.config.startswith("floor"):
             command = [chainlit_bin, "run", str(self.tree / "bench" / "floor_app.py"), "--headless"]
             env["BENCH_FLOOR_WORKSPACES"] = str(self.work / "ws")
+            env["BENCH_FLOOR_THINKING"] = "1" if self.config == "floorthink" else "0"
         elif self.config == "sqlite":
             await add_users(self.work / "app-0" / "data", None)
         else:

@@ -209,11 +209,11 @@ async def tool_outcomes(db: Database, *, owner: str, thread_id: str) -> dict[str
     stmt = (select(_calls).join(_threads, _threads.c.id == _calls.c.thread_id)
             .join(_users, _users.c.id == _threads.c.owner_id)
             .where(_calls.c.thread_id == thread_id, _users.c.name == owner, LIVE))
-    async with db.read() as conn:
-        return {r.tool_use_id: ToolOutcome(tool_use_id=r.tool_use_id, tool=r.tool, args=json.loads(r.args_json),
-                                           status=r.status,
-                                           output=r.output, is_error=bool(r.is_error), duration_ms=r.duration_ms)
-                for r in await conn.execute(stmt)}
+    rows = await db.query(lambda conn: conn.execute(stmt).all())
+    return {r.tool_use_id: ToolOutcome(tool_use_id=r.tool_use_id, tool=r.tool, args=json.loads(r.args_json),
+                                       status=r.status, output=r.output, is_error=bool(r.is_error),
+                                       duration_ms=r.duration_ms)
+            for r in rows}
 
 
 async def set_always_approve(db: Database, *, owner: str, thread_id: str, tool: str, on: bool) -> None:

@@ -51,9 +51,8 @@ async def heartbeat(db: Database, *, process_id: str, now: float) -> bool:
 
 
 async def dead_processes(db: Database, *, alive_since: float) -> list[str]:
-    async with db.read() as conn:
-        rows = await conn.execute(select(_proc.c.id).where(_proc.c.heartbeat_at < alive_since))
-        return [r.id for r in rows]
+    stmt = select(_proc.c.id).where(_proc.c.heartbeat_at < alive_since)
+    return await db.query(lambda conn: [r.id for r in conn.execute(stmt)])
 
 
 async def sweep_process(db: Database, *, process_id: str, alive_since: float | None = None) -> SweptProcess | None:
@@ -113,9 +112,8 @@ async def release_lease(db: Database, *, thread_id: str, holder: str, epoch: int
 
 
 async def lease_holder(db: Database, *, thread_id: str, alive_since: float) -> str | None:
-    async with db.read() as conn:
-        return (await conn.execute(select(_lease.c.holder).where(
-            _lease.c.thread_id == thread_id, _lease.c.holder.in_(_alive(alive_since))))).scalar_one_or_none()
+    stmt = select(_lease.c.holder).where(_lease.c.thread_id == thread_id, _lease.c.holder.in_(_alive(alive_since)))
+    return await db.query(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
 
 # --- watchers and due resumes ---------------------------------------------------------------------------
@@ -192,15 +190,13 @@ async def due_resumes(db: Database, *, now: float, alive_since: float, limit: in
     stmt = (select(_due.c.thread_id, _due.c.owner, _due.c.due_at, _due.c.version, live_watcher.label("watcher"))
             .where(_due.c.due_at <= now, or_(_due.c.claimed_by.is_(None), _due.c.claimed_until < now))
             .order_by(_due.c.due_at).limit(limit))
-    async with db.read() as conn:
-        return [DueResume(r.thread_id, r.owner, float(r.due_at), int(r.version), r.watcher)
-                for r in await conn.execute(stmt)]
+    return await db.query(lambda conn: [DueResume(r.thread_id, r.owner, float(r.due_at), int(r.version), r.watcher)
+                                        for r in conn.execute(stmt)])
 
 
 async def next_due_at(db: Database) -> float | None:
-    async with db.read() as conn:
-        return (await conn.execute(select(_due.c.due_at).where(_due.c.claimed_by.is_(None))
-                                   .order_by(_due.c.due_at).limit(1))).scalar_one_or_none()
+    stmt = select(_due.c.due_at).where(_due.c.claimed_by.is_(None)).order_by(_due.c.due_at).limit(1)
+    return await db.query(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
 
 async def claim_resume(db: Database, *, thread_id: str, version: int, process_id: str, now: float,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -77,6 +78,10 @@ class Database:
         self._writer: Engine | None = None
         self._write_conn: Connection | None = None  # only touched on the writer thread
         self._write_thread: ThreadPoolExecutor | None = None
+        self._query_engine: Engine | None = None  # SQLite: `query` reads, on their own threads
+        self._query_threads: ThreadPoolExecutor | None = None
+        self._query_local = threading.local()  # each reader thread keeps one connection
+        self._query_conns: list[Connection] = []
         if self.is_sqlite:
             # Writes: a plain (sync) connection owned by one thread; a whole transaction is one hand-off to
             # it (aiosqlite hands off every statement: 3-4x slower per transaction, measured in bench/).
@@ -86,6 +91,12 @@ class Database:
                                                max_overflow=0)
             _sqlite_pragmas(self._writer, immediate=True)
             _sqlite_pragmas(self._reader.sync_engine, immediate=False)
+            # `query` reads: like the writer, a whole read is one hand-off to a thread that keeps its connection.
+            self._query_engine = create_engine(make_url(url).set(drivername="sqlite"), pool_size=READER_POOL_SIZE,
+                                               max_overflow=0)
+            self._query_threads = ThreadPoolExecutor(max_workers=READER_POOL_SIZE,
+                                                     thread_name_prefix="tollgate-db-reader")
+            _sqlite_pragmas(self._query_engine, immediate=False)
         else:  # PostgreSQL: one async engine does both; writes queue here first (see transact)
             self._reader = create_async_engine(url, pool_size=PG_POOL_SIZE, max_overflow=0)
             self._pg_write_queue = asyncio.Lock()
@@ -140,10 +151,34 @@ class Database:
             self._write_conn = None
         self._writer.dispose()
 
+    async def query(self, work: Callable[[Connection], T]) -> T:
+        """One read: `work` runs with a (sync) connection inside one transaction, so it sees one snapshot.
+        Keep it to SQL. On SQLite the whole read is one hand-off to a reader thread; through `read()` each
+        statement, each fetch and the transaction's begin and end are hand-offs to aiosqlite's thread (~10 a
+        read, each a wake-up of the event loop: the hot reads of a turn go through here)."""
+        if self._query_threads is None:  # PostgreSQL: the async engine's greenlet runs it, one connection
+            async with self._reader.connect() as conn:
+                return await conn.run_sync(work)
+        return await asyncio.get_running_loop().run_in_executor(self._query_threads, self._run_query, work)
+
+    def _run_query(self, work: Callable[[Connection], T]) -> T:
+        conn: Connection | None = getattr(self._query_local, "conn", None)
+        if conn is None:
+            assert self._query_engine is not None
+            conn = self._query_local.conn = self._query_engine.connect()
+            self._query_conns.append(conn)
+        with conn.begin():
+            return work(conn)
+
     @property
     def reader_engine(self) -> AsyncEngine:
         """The engine behind `read()` (on PostgreSQL also behind `transact`): for pool events and status."""
         return self._reader
+
+    @property
+    def read_engines(self) -> list[Engine]:
+        """The engines reads run on (`read()` and `query`): for statement and connection counts in tests."""
+        return [self._reader.sync_engine] + ([self._query_engine] if self._query_engine is not None else [])
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -165,4 +200,10 @@ class Database:
         if self._writer is not None and self._write_thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._write_thread, self._close_writer)
             self._write_thread.shutdown(wait=True)
+        if self._query_threads is not None and self._query_engine is not None:
+            self._query_threads.shutdown(wait=True)  # no read runs any more: their connections can be closed here
+            for conn in self._query_conns:
+                conn.close()
+            self._query_conns.clear()
+            self._query_engine.dispose()
         await self._reader.dispose()

@@ -25,9 +25,9 @@ class EstimateMargin:
 
 
 async def margin_for(db: Database, *, user: str) -> EstimateMargin:
-    async with db.read() as conn:
-        row = (await conn.execute(select(_m.c.overruns, _m.c.overrun_nanousd, _m.c.factor_milli)
-                                  .join(USERS, USERS.c.id == _m.c.user_id).where(USERS.c.name == user))).first()
+    stmt = (select(_m.c.overruns, _m.c.overrun_nanousd, _m.c.factor_milli)
+            .join(USERS, USERS.c.id == _m.c.user_id).where(USERS.c.name == user))
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     return EstimateMargin(row.overruns, row.overrun_nanousd, row.factor_milli) if row else EstimateMargin()
 
 

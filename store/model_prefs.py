@@ -57,9 +57,9 @@ class ThreadModelSettings:
 
 async def user_pref(db: Database, *, user: str) -> tuple[str, str] | None:
     """(model, effort) the user chose, or None."""
-    async with db.read() as conn:
-        row = (await conn.execute(select(_prefs.c.model, _prefs.c.effort).join(USERS, USERS.c.id == _prefs.c.user_id)
-                                  .where(USERS.c.name == user))).first()
+    stmt = (select(_prefs.c.model, _prefs.c.effort).join(USERS, USERS.c.id == _prefs.c.user_id)
+            .where(USERS.c.name == user))
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     return (row.model, row.effort) if row else None
 
 

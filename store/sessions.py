@@ -28,13 +28,12 @@ async def session_valid(db: Database, *, name: str, issued_at: float) -> bool:
     stmt = (select(_users.c.id, _c.c.revoked_before)
             .select_from(_users.outerjoin(_c, _c.c.user_name == _users.c.name))
             .where(_users.c.name == name))
-    async with db.read() as conn:
-        row = (await conn.execute(stmt)).first()
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     return row is not None and (row.revoked_before is None or issued_at > row.revoked_before)
 
 
 async def cutoffs_since(db: Database, *, since: float) -> list[tuple[str, float]]:
     """(user, cut-off) for every cut-off moved at or after `since`: whose open sockets to close."""
     stmt = select(_c.c.user_name, _c.c.revoked_before).where(_c.c.revoked_before >= since)
-    async with db.read() as conn:
-        return [(row.user_name, float(row.revoked_before)) for row in (await conn.execute(stmt)).all()]
+    rows = await db.query(lambda conn: conn.execute(stmt).all())
+    return [(row.user_name, float(row.revoked_before)) for row in rows]

@@ -25,12 +25,11 @@ class StoredSummary:
 
 async def latest(db: Database, *, thread_id: str) -> StoredSummary | None:
     """The summary in use: the one covering the most messages (later ones always cover more)."""
-    async with db.read() as conn:
-        row = (await conn.execute(
-            select(_summaries.c.covers_to_seq, _summaries.c.messages, _summaries.c.text, _summaries.c.tokens,
+    stmt = (select(_summaries.c.covers_to_seq, _summaries.c.messages, _summaries.c.text, _summaries.c.tokens,
                    _summaries.c.model, _summaries.c.created_at)
             .where(_summaries.c.thread_id == thread_id)
-            .order_by(_summaries.c.covers_to_seq.desc(), _summaries.c.id.desc()).limit(1))).first()
+            .order_by(_summaries.c.covers_to_seq.desc(), _summaries.c.id.desc()).limit(1))
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     if row is None:
         return None
     return StoredSummary(covers_to_seq=row.covers_to_seq, messages=row.messages, text=row.text, tokens=row.tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Float, String, Text, and_, bindparam, func, insert, select, update
@@ -64,6 +65,9 @@ _FINISH = update(_messages).where(
 _TOUCH = update(_threads).where(_threads.c.id == bindparam("p_thread_id")).values(updated_at=bindparam("p_now"))
 _OWNED = select(_threads.c.id).where(_owned_by)
 _OWNED_ANY = select(_threads.c.id).where(_owned_any)  # operators' view: deleted threads too
+_LOAD = (select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
+                _messages.c.created_at)
+         .where(_messages.c.thread_id == bindparam("p_thread_id")).order_by(_messages.c.seq))
 _OWNER_STATE = (select(_users.c.name, LIVE.label("live")).join(_threads, _users.c.id == _threads.c.owner_id)
                 .where(_threads.c.id == bindparam("p_thread_id")))
 _LIVE_COUNT = (select(func.count()).select_from(_threads)
@@ -120,10 +124,9 @@ def ensure_in(conn: Connection, *, owner: str, thread_id: str, max_threads: int 
 
 
 async def get_thread(db: Database, *, owner: str, thread_id: str) -> Thread:
-    async with db.read() as conn:
-        row = (await conn.execute(
-            select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
-            .where(_threads.c.id == thread_id, _users.c.name == owner, LIVE))).first()
+    stmt = (select(*_thread_cols).join(_users, _users.c.id == _threads.c.owner_id)
+            .where(_threads.c.id == thread_id, _users.c.name == owner, LIVE))
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     if row is None:
         raise NotFound("no such thread")
     return _thread(row)
@@ -223,20 +226,20 @@ async def finish_message(db: Database, *, owner: str, thread_id: str, seq: int, 
 
 async def load_messages(db: Database, *, owner: str, thread_id: str,
                         include_deleted: bool = False) -> list[StoredMessage]:
-    async with db.read() as conn:
-        await require_owned(conn, owner, thread_id, include_deleted=include_deleted)
-        rows = await conn.execute(
-            select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
-                   _messages.c.created_at)
-            .where(_messages.c.thread_id == thread_id).order_by(_messages.c.seq))
-        return [StoredMessage(seq=r.seq, role=r.role, content=json.loads(r.content_json),
-                              incomplete=bool(r.incomplete), created_at=r.created_at) for r in rows]
+    owned = {"p_thread_id": thread_id, "p_owner": owner}
+
+    def read(conn: Connection) -> Sequence[Any]:
+        if conn.execute(_OWNED_ANY if include_deleted else _OWNED, owned).first() is None:
+            raise NotFound("no such thread")
+        return conn.execute(_LOAD, owned).all()
+
+    return [StoredMessage(seq=r.seq, role=r.role, content=json.loads(r.content_json),
+                          incomplete=bool(r.incomplete), created_at=r.created_at) for r in await db.query(read)]
 
 
 async def owner_of(db: Database, *, thread_id: str) -> str | None:
     """Who owns a thread; None if there is none or its owner deleted it (what the owner-facing doors ask)."""
-    async with db.read() as conn:
-        row = (await conn.execute(_OWNER_STATE, {"p_thread_id": thread_id})).first()
+    row = await db.query(lambda conn: conn.execute(_OWNER_STATE, {"p_thread_id": thread_id}).first())
     return None if row is None or not row.live else str(row.name)
 
 

@@ -207,8 +207,7 @@ async def usage_now(db: Database, *, user: str | None = None, thread_id: str | N
                     at: float | None = None) -> Usage:
     """Every scope's spend and the user's own caps in one read (usage lines, cards, the console)."""
     params = _usage_params(user=user, thread_id=thread_id, turn_id=None, now=time.time() if at is None else at)
-    async with db.read() as conn:
-        usage = _usage_of(await conn.execute(_USAGE, params))
+    usage = await db.query(lambda conn: _usage_of(conn.execute(_USAGE, params)))
     if user is not None and usage.user_id is None:
         raise LookupError(f"no user {user!r}")
     return usage
@@ -263,14 +262,16 @@ async def usage_report(db: Database, *, by: str, user: str | None = None, since_
 
 async def last_turn(db: Database, *, thread_id: str) -> tuple[str, int] | None:
     """The turn id of the thread's latest model call and how many chat calls that turn has made."""
-    async with db.read() as conn:
-        turn_id = (await conn.execute(select(MODEL_CALLS.c.turn_id).where(MODEL_CALLS.c.thread_id == thread_id)
-                                      .order_by(MODEL_CALLS.c.id.desc()).limit(1))).scalar_one_or_none()
+    def read(conn: Connection) -> tuple[str, int] | None:
+        turn_id = conn.execute(select(MODEL_CALLS.c.turn_id).where(MODEL_CALLS.c.thread_id == thread_id)
+                               .order_by(MODEL_CALLS.c.id.desc()).limit(1)).scalar_one_or_none()
         if not turn_id:
             return None
-        calls = (await conn.execute(select(func.count()).where(MODEL_CALLS.c.turn_id == turn_id,
-                                                               MODEL_CALLS.c.purpose == "chat"))).scalar_one()
+        calls = conn.execute(select(func.count()).where(MODEL_CALLS.c.turn_id == turn_id,
+                                                        MODEL_CALLS.c.purpose == "chat")).scalar_one()
         return str(turn_id), int(calls)
+
+    return await db.query(read)
 
 
 async def last_chat_stop(db: Database, *, thread_id: str) -> str | None:

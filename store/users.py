@@ -93,8 +93,8 @@ async def get_user(db: Database, *, name: str) -> User | None:
 
 async def get_user_since(db: Database, *, name: str) -> tuple[User, float] | None:
     """The user and when they were created, in one read (chainlit asks for both on every message)."""
-    async with db.read() as conn:
-        row = (await conn.execute(select(_users.c.role, _users.c.created_at).where(_users.c.name == name))).first()
+    stmt = select(_users.c.role, _users.c.created_at).where(_users.c.name == name)
+    row = await db.query(lambda conn: conn.execute(stmt).first())
     return (User(name=name, role=row.role), row.created_at) if row else None
 
 

@@ -47,8 +47,10 @@ async def main():
     print("alone", alone, "skipped", layer.writes_skipped)
     from sqlalchemy import event
     reads = []
-    event.listen(db.reader_engine.sync_engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_a: reads.append(statement.split()[0]))
+    def seen(_c, _cur, statement, *_a):
+        reads.append(statement.split()[0])
+    for engine in db.read_engines:
+        event.listen(engine, "before_cursor_execute", seen)
     user = await layer.get_user("alice")  # chainlit asks on every message
     print("user", user.identifier, user.metadata, user.createdAt[:4], [r for r in reads if r != "BEGIN"])
     await db.close()

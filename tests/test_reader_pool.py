@@ -19,7 +19,8 @@ BURSTS, CONCURRENT = 5, 40
 
 async def test_concurrent_reads_open_at_most_the_pool_size_of_connections(db: Database, db_backend: str) -> None:
     opened: list[Any] = []
-    event.listen(db.reader_engine.sync_engine, "connect", lambda dbapi_conn, _record: opened.append(dbapi_conn))
+    for engine in db.read_engines:
+        event.listen(engine, "connect", lambda dbapi_conn, _record: opened.append(dbapi_conn))
     thread = await thread_store.create_thread(db, owner="alice")
 
     async def one_read() -> str:

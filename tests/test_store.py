@@ -141,7 +141,7 @@ async def test_a_step_write_to_an_owned_thread_is_one_statement_and_refusals_sti
         if not statement.lstrip().upper().startswith(("BEGIN", "SELECT PG_ADVISORY_XACT_LOCK", "COMMIT")):
             statements.append(statement.split()[0].upper())
 
-    engines = [db.reader_engine.sync_engine] + ([db._writer] if db._writer is not None else [])
+    engines = db.read_engines + ([db._writer] if db._writer is not None else [])
     for engine in engines:
         event.listen(engine, "before_cursor_execute", seen)
     try:

@@ -117,7 +117,7 @@ async def test_a_threads_settings_are_fetched_once_then_kept_per_database(make_h
         if "thread_model_settings" in statement:
             touched.append(statement)
 
-    engines = [h.db.reader_engine.sync_engine] + ([h.db._writer] if h.db._writer is not None else [])
+    engines = h.db.read_engines + ([h.db._writer] if h.db._writer is not None else [])
     for engine in engines:
         event.listen(engine, "before_cursor_execute", seen)
     try:
