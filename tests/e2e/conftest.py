@@ -3,6 +3,7 @@ driven by Playwright."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -94,13 +95,23 @@ def stop_server(server: Server) -> None:
         server.proc.wait()
 
 
+@contextlib.contextmanager
+def serving(data_dir: Path, extra_env: dict[str, str] | None = None, *, users: tuple[str, ...] = ("alice",),
+            operators: tuple[str, ...] = ()) -> Iterator[Server]:
+    """A server of its own with these logins (password PASSWORD), stopped afterwards even if adding them fails."""
+    srv = start_server(data_dir, extra_env)
+    try:
+        for name, role in [(u, "user") for u in users] + [(o, "operator") for o in operators]:
+            srv.cli("users", "add", name, "--password-stdin", "--role", role, stdin=PASSWORD + "\n")
+        yield srv
+    finally:
+        stop_server(srv)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("e2e") / "data")
-    for name in ("alice", "bob"):
-        srv.cli("users", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("e2e") / "data", users=("alice", "bob")) as srv:
+        yield srv
 
 
 # Module scope: sync Playwright keeps an event loop running in this thread while it is open, which

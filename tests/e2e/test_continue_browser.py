@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, expect
 from agent.turn import CONTINUE_PROMPT
 from fakeclaude import DemoModelServer, Reply, ScriptedBrain, TextBlock
 from tests.conftest import FAST
-from tests.e2e.conftest import PASSWORD, Server, login, send, start_server, stop_server
+from tests.e2e.conftest import Server, login, send, serving
 
 pytestmark = pytest.mark.browser
 
@@ -28,12 +28,12 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
                             settings=FAST)
     url = model.start()
     data: Path = tmp_path_factory.mktemp("continue") / "data"
-    srv = start_server(data, {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": url,
-                              "TOLLGATE_MAX_TOKENS": "300"})
-    srv.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv, model
-    stop_server(srv)
-    model.stop()
+    try:
+        with serving(data, {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": url,
+                            "TOLLGATE_MAX_TOKENS": "300"}) as srv:
+            yield srv, model
+    finally:
+        model.stop()
 
 
 def test_clicking_continue_shows_the_rest_of_a_cut_answer(scripted: tuple[Server, DemoModelServer],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.conftest import PASSWORD, ROOT, Server, login, send, start_server, stop_server
+from tests.e2e.conftest import ROOT, Server, login, send, serving
 
 pytestmark = pytest.mark.browser
 STARTER = "Add a task: water the plants"
@@ -26,10 +26,8 @@ def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     command = [sys.executable, str(ROOT / "examples" / "mcp_tasks" / "server.py")]
     config.write_text(f'[servers.tasks]\ncommand = {command!r}\nenv = {{ TASKS_DB = "{tasks_db}" }}\n'
                       'read_only = ["list_tasks"]\n'.replace("'", '"'))
-    srv = start_server(root / "data", extra_env={"TOLLGATE_MCP_CONFIG": str(config)})
-    srv.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv, tasks_db
-    stop_server(srv)
+    with serving(root / "data", {"TOLLGATE_MCP_CONFIG": str(config)}) as srv:
+        yield srv, tasks_db
 
 
 def test_an_mcp_tool_call_is_approved_in_the_browser_and_runs(mcp_server, browser: Browser) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Server, start_server, stop_server
+from tests.e2e.conftest import PASSWORD, Server, serving, start_server, stop_server
 from tests.e2e.test_isolation import APPROVAL_ID, Chat
 from tests.mcp_servers.harness import HttpProbe, start_http_probe
 
@@ -28,9 +28,7 @@ def probe() -> Iterator[HttpProbe]:
     p.stop()
 
 
-def _add_users(srv: Server) -> None:
-    for name, role in (("alice", "user"), ("bob", "user"), ("olga", "operator")):
-        srv.cli("users", "add", name, "--password-stdin", "--role", role, stdin=PASSWORD + "\n")
+USERS: dict[str, tuple[str, ...]] = {"users": ("alice", "bob"), "operators": ("olga",)}
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +38,9 @@ def on_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = root / "mcp.toml"
     config.write_text(f'[servers.ghost]\ncommand = ["{GHOST}"]\n\n[servers.good]\ncommand = ["{sys.executable}", '
                       f'"{Path(__file__).parents[1] / "mcp_servers" / "probe.py"}"]\n')
-    srv = start_server(root / "data", extra_env={"TOLLGATE_USER_MCP": "on", "TOLLGATE_MCP_CONFIG": str(config),
-                                                 "TOLLGATE_USER_MCP_ALLOW_ADDRESSES": "127.0.0.1"})
-    _add_users(srv)
-    yield srv
-    stop_server(srv)
+    with serving(root / "data", {"TOLLGATE_USER_MCP": "on", "TOLLGATE_MCP_CONFIG": str(config),
+                                 "TOLLGATE_USER_MCP_ALLOW_ADDRESSES": "127.0.0.1"}, **USERS) as srv:
+        yield srv
 
 
 async def _connect(chat: Chat, body: dict[str, Any]) -> httpx.Response:
@@ -130,10 +126,8 @@ def bad_config_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     root = tmp_path_factory.mktemp("e2e-bad-mcp")
     config = root / "broken-mcp.toml"
     config.write_text("[servers.t]\ncommand = ['x']\nreadonly = ['a']\n")  # an unknown key
-    srv = start_server(root / "data", extra_env={"TOLLGATE_MCP_CONFIG": str(config)})
-    _add_users(srv)
-    yield srv, config
-    stop_server(srv)
+    with serving(root / "data", {"TOLLGATE_MCP_CONFIG": str(config)}, **USERS) as srv:
+        yield srv, config
 
 
 async def test_a_bad_mcp_config_does_not_stop_the_chat(bad_config_server: tuple[Server, Path]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Server, start_server, stop_server
+from tests.e2e.conftest import PASSWORD, Server, serving
 from tests.e2e.test_isolation import Chat
 from tests.e2e.test_socket_origin import try_chat
 
@@ -102,11 +102,8 @@ async def test_removal_and_new_password_revoke(server: Server, how: str) -> None
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Its own server: these tests lock out 127.0.0.1, which would stop every other test's login."""
-    srv = start_server(tmp_path_factory.mktemp("limits") / "data")
-    for name in ("rita", "sam"):
-        srv.cli("users", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("limits") / "data", users=("rita", "sam")) as srv:
+        yield srv
 
 
 async def _login(server: Server, name: str, password: str, source: str = "127.0.0.1",
@@ -139,10 +136,9 @@ async def test_an_address_with_twenty_failures_is_held_and_cannot_forge_another(
 
 @pytest.fixture(scope="module")
 def behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("proxy") / "data", {"TOLLGATE_TRUSTED_PROXY": "127.0.0.1"})
-    srv.cli("users", "add", "rita", "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("proxy") / "data", {"TOLLGATE_TRUSTED_PROXY": "127.0.0.1"},
+                 users=("rita",)) as srv:
+        yield srv
 
 
 async def test_forwarded_for_counts_only_from_the_trusted_proxy(behind_proxy: Server) -> None:

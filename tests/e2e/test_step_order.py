@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import PASSWORD, Server, login, send, start_server, stop_server
+from tests.e2e.conftest import PASSWORD, Server, login, send, serving, start_server, stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -33,11 +33,8 @@ DOM_ORDER = """() => [...document.querySelectorAll('[data-step-type]')].map(el =
 
 @pytest.fixture(scope="module")
 def ordered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("order") / "data")
-    for name, role in (("alice", "user"), ("olga", "operator")):
-        srv.cli("users", "add", name, "--password-stdin", "--role", role, stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("order") / "data", operators=("olga",)) as srv:
+        yield srv
 
 
 def dom_order(page: Page) -> list[str]:

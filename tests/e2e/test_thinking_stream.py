@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Server, start_server, stop_server
+from tests.e2e.conftest import Server, serving
 from tests.e2e.test_isolation import Chat
 from tests.e2e.test_resume_race import ANSWER
 
 
 @pytest.fixture(scope="module")
 def slow_flush_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("think") / "data", {"TOLLGATE_STREAM_INTERVAL_MS": "60000"})
-    srv.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("think") / "data", {"TOLLGATE_STREAM_INTERVAL_MS": "60000"}) as srv:
+        yield srv
 
 
 async def test_thinking_deltas_reach_the_socket_batched_and_whole(slow_flush_server: Server, tmp_path: Path) -> None:

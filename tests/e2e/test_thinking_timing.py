@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.conftest import PASSWORD, Server, login, start_server, stop_server
+from tests.e2e.conftest import Server, login, serving
 
 pytestmark = pytest.mark.browser
 
@@ -32,11 +32,9 @@ _WATCH = """() => new Promise(resolve => {
 
 @pytest.fixture(scope="module")
 def paced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("paced") / "data",
-                       {"TOLLGATE_DEMO_FIRST_TOKEN_MS": "300", "TOLLGATE_DEMO_TOKENS_PER_SEC": "80"})
-    srv.cli("users", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
-    yield srv
-    stop_server(srv)
+    with serving(tmp_path_factory.mktemp("paced") / "data",
+                 {"TOLLGATE_DEMO_FIRST_TOKEN_MS": "300", "TOLLGATE_DEMO_TOKENS_PER_SEC": "80"}) as srv:
+        yield srv
 
 
 def test_the_thinking_state_shows_before_the_first_answer_text(paced: Server, browser: Browser) -> None:
