@@ -46,9 +46,8 @@ _thread_cols = (_threads.c.id, _users.c.name, _threads.c.title, _threads.c.creat
 # Hot-path statements, built once with bound parameters (building a statement costs more than running it).
 _owned_any = and_(_threads.c.id == bindparam("p_thread_id"), _threads.c.owner_id == select(_users.c.id)
                   .where(_users.c.name == bindparam("p_owner")).scalar_subquery())
-_owned_by = and_(_owned_any, LIVE)
-# For other modules' hot statements: the thread `p_thread_id` is `p_owner`'s and not deleted.
-owned_live = _owned_by
+# The thread `p_thread_id` is `p_owner`'s and not deleted (store/steps.py's hot statements use it too).
+owned_live = and_(_owned_any, LIVE)
 # One statement checks ownership, numbers the message and inserts it.
 _APPEND = insert(_messages).from_select(
     ["thread_id", "seq", "role", "content_json", "incomplete", "created_at"],
@@ -57,13 +56,13 @@ _APPEND = insert(_messages).from_select(
            .where(_messages.c.thread_id == bindparam("p_thread_id")).scalar_subquery(),
            bindparam("p_role", type_=String), bindparam("p_content_json", type_=Text),
            bindparam("p_incomplete", type_=Boolean), bindparam("p_now", type_=Float))
-    .where(select(_threads.c.id).where(_owned_by).exists())).returning(_messages.c.seq)
+    .where(select(_threads.c.id).where(owned_live).exists())).returning(_messages.c.seq)
 _FINISH = update(_messages).where(
     _messages.c.thread_id == bindparam("p_thread_id"), _messages.c.seq == bindparam("p_seq"),
-    _messages.c.incomplete.is_(True), _messages.c.thread_id.in_(select(_threads.c.id).where(_owned_by))).values(
+    _messages.c.incomplete.is_(True), _messages.c.thread_id.in_(select(_threads.c.id).where(owned_live))).values(
     content_json=bindparam("p_new_content"), incomplete=bindparam("p_new_incomplete"))
 _TOUCH = update(_threads).where(_threads.c.id == bindparam("p_thread_id")).values(updated_at=bindparam("p_now"))
-_OWNED = select(_threads.c.id).where(_owned_by)
+_OWNED = select(_threads.c.id).where(owned_live)
 _OWNED_ANY = select(_threads.c.id).where(_owned_any)  # operators' view: deleted threads too
 _LOAD = (select(_messages.c.seq, _messages.c.role, _messages.c.content_json, _messages.c.incomplete,
                 _messages.c.created_at)
